@@ -1,0 +1,261 @@
+"""Configuration: one dataclass tree, named presets for the paper's experiments, `key=value` overrides.
+
+Defaults are the authors' released code (reference-implementation.md). Every deviation is a named option whose
+default is stated here. A resolved config is written as JSON beside each run and each checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+
+VARIANTS = ("vae", "vaegan", "vae-contrastive", "dcvae")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "autogan32"          # autogan32 (paper, Fig. 15) | compact32 (small grayscale family)
+    image_channels: int = 3              # 1 or 3
+    resolution: int = 32                 # both backbones are 32x32; 28x28 data is padded
+    latent_dim: int = 128                # paper: 128 at 32x32
+    gen_width: int = 256                 # decoder channels (AutoGAN gf)
+    dis_width: int = 128                 # encoder / discriminator channels (AutoGAN df)
+    contrastive_dim: int = 16            # paper 5.1
+
+
+@dataclass
+class ObjectiveConfig:
+    variant: str = "dcvae"               # vae (Eq. 1) | vaegan (Eq. 3-5) | vae-contrastive | dcvae (Eq. 9)
+    gan_loss: str = "hinge"              # hinge (released code) | logistic (Eq. 4, non-saturating for E and G)
+    kl_weight: float = 1e-6              # on the KL summed over batch and latent dims (released code)
+    temperature: float = 0.07
+    queue_size: int = 8096               # negatives per contrastive layer (paper: 8096; released code: 8192)
+    momentum: float = 0.999              # momentum discriminator EMA, once per generator iteration
+    contrastive_layers: list[str] = field(default_factory=lambda: ["b1", "final"])
+    contrastive_weights: list[float] = field(default_factory=list)   # empty: equal weights summing to 1
+    patch_layer: str = ""                # local-patch contrastive (Sec. 4.2) on this trunk map, e.g. "b2"; "" = off
+    patch_start: int = 0                 # generator iteration from which the local-patch term is on
+    patch_queue_size: int = 1024
+    patch_weight: float = 0.125
+    reconstruction_weight: float = 1.0   # vae: pixel MSE; vaegan: discriminator-feature MSE (not used by dcvae)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"             # mnist | fashion-mnist | cifar10 | stl10 | folder
+    root: str = ""                       # data root (torchvision layout) or the image folder; "" = default places
+    split: str = "train"
+    on_bad_image: str = "error"          # error | skip  (image folders only)
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 125_000            # generator iterations (800 CIFAR-10 epochs at 5 D steps of 64)
+    d_steps: int = 5                     # discriminator steps per generator iteration
+    batch_size: int = 64                 # real images per step
+    sample_batch_size: int = 128         # prior samples in the generator step
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+    ema_decay: float = 0.999             # EMA of the decoder, once per generator iteration
+    seed: int = 0
+    mixed_precision: str = "no"          # no | bf16 (autocast on GPU)
+    log_every: int = 50
+    image_every: int = 1000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        cfg = cls()
+        apply_overrides(cfg, _flatten(d))
+        return cfg
+
+    def validate(self) -> "Config":
+        m, o, d, t = self.model, self.objective, self.data, self.train
+        _choice("model.backbone", m.backbone, ("autogan32", "compact32"))
+        _choice("model.image_channels", m.image_channels, (1, 3))
+        _choice("model.resolution", m.resolution, (32,))
+        _choice("objective.variant", o.variant, VARIANTS)
+        _choice("objective.gan_loss", o.gan_loss, ("hinge", "logistic"))
+        _choice("data.dataset", d.dataset, ("mnist", "fashion-mnist", "cifar10", "stl10", "folder"))
+        _choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))
+        _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16"))
+        layers = [f"b{i}" for i in range(1, 5 if m.backbone == "autogan32" else 4)] + ["final"]
+        for name in o.contrastive_layers:
+            _choice("objective.contrastive_layers", name, layers)
+        if not o.contrastive_layers and o.variant in ("dcvae", "vae-contrastive"):
+            raise UserError("objective.contrastive_layers is empty but the variant needs a contrastive layer; "
+                            f"use e.g. --set objective.contrastive_layers=b1,final (choices: {', '.join(layers)})")
+        if o.contrastive_weights and len(o.contrastive_weights) != len(o.contrastive_layers):
+            raise UserError(f"objective.contrastive_weights has {len(o.contrastive_weights)} values for "
+                            f"{len(o.contrastive_layers)} contrastive layers; give one weight per layer or none")
+        if o.patch_layer:
+            _choice("objective.patch_layer", o.patch_layer, layers[:-1])
+        for key, value in (("model.latent_dim", m.latent_dim), ("model.gen_width", m.gen_width),
+                           ("model.dis_width", m.dis_width), ("model.contrastive_dim", m.contrastive_dim),
+                           ("objective.queue_size", o.queue_size), ("objective.patch_queue_size", o.patch_queue_size),
+                           ("train.iterations", t.iterations), ("train.d_steps", t.d_steps),
+                           ("train.batch_size", t.batch_size), ("train.sample_batch_size", t.sample_batch_size),
+                           ("train.log_every", t.log_every), ("train.image_every", t.image_every),
+                           ("train.checkpoint_every", t.checkpoint_every), ("train.keep_checkpoints", t.keep_checkpoints)):
+            if value < 1:
+                raise UserError(f"{key} must be at least 1, got {value}")
+        if o.queue_size < t.batch_size or (o.patch_layer and o.patch_queue_size < t.batch_size):
+            raise UserError(f"the negative queues ({o.queue_size}, patch {o.patch_queue_size}) must hold at least "
+                            f"one batch ({t.batch_size}); raise objective.queue_size or lower train.batch_size")
+        if len(t.betas) != 2:
+            raise UserError(f"train.betas needs two values, got {t.betas}; e.g. --set train.betas=0,0.9")
+        if m.backbone == "compact32" and m.gen_width < 2:
+            raise UserError("model.gen_width must be at least 2 for the compact backbone")
+        return self
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise UserError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+# Presets: the paper's experiments, as overrides of the defaults above.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Table 1 / Table 2, CIFAR-10 32x32, paper width, released-code defaults.
+    "cifar10": {"data.dataset": "cifar10"},
+    # Table 2, STL-10 resized to 32x32 (AutoGAN protocol), train + unlabeled.
+    "stl10": {"data.dataset": "stl10", "data.split": "train+unlabeled"},
+    # Table 6 and the demo: MNIST padded to 32x32 on the compact backbone, latent 32 (Table 6 sizes: 16/32/64).
+    "mnist": {"data.dataset": "mnist", "model.backbone": "compact32", "model.image_channels": 1,
+              "model.latent_dim": 32, "model.gen_width": 32, "model.dis_width": 32,
+              "train.iterations": 3000, "train.image_every": 250, "train.checkpoint_every": 500,
+              "train.log_every": 25},
+    # Fashion-MNIST padded to 32x32, compact backbone.
+    "fashion32": {"data.dataset": "fashion-mnist", "model.backbone": "compact32", "model.image_channels": 1,
+                  "model.latent_dim": 64, "model.gen_width": 32, "model.dis_width": 32,
+                  "train.iterations": 5000, "train.image_every": 250, "train.checkpoint_every": 500,
+                  "train.log_every": 25},
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = Config()
+    apply_overrides(cfg, PRESETS[name])
+    return cfg
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _convert(key: str, value: Any, annotation: Any) -> Any:
+    """Coerce a value (from JSON/YAML, or a string from the command line) to a field's type, or explain."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (item_type,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()] if value.strip() else []
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{key} expects a list, got {value!r}; on the command line write e.g. {key}=a,b")
+        return [_convert(key, v, item_type) for v in value]
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer() or isinstance(value, bool):
+                raise ValueError
+            return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key} expects {annotation.__name__}, got {value!r}") from None
+    raise AssertionError(f"unsupported annotation {annotation}")
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Set dotted keys ("train.lr": "1e-4") on `cfg` in place, with type conversion and clear errors."""
+    hints = {f.name: typing.get_type_hints(type(getattr(cfg, f.name))) for f in dataclasses.fields(cfg)}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in hints or name not in hints[section]:
+            known = ", ".join(f"{s}.{n}" for s in hints for n in hints[s])
+            raise UserError(f"unknown config key {key!r}; known keys: {known}")
+        setattr(getattr(cfg, section), name, _convert(key, value, hints[section][name]))
+    return cfg
+
+
+def parse_set_arguments(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r} (e.g. --set train.lr=1e-4)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"config file {path} cannot be read as {'JSON' if path.suffix == '.json' else 'YAML'}: {e}")
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections (model, objective, data, train)")
+    return _flatten(data)
+
+
+def resolve(preset_name: str | None = None, config_file: str | None = None,
+            overrides: dict[str, Any] | None = None) -> Config:
+    """Preset, then file, then overrides; validated."""
+    cfg = preset(preset_name) if preset_name else Config()
+    if config_file:
+        apply_overrides(cfg, load_config_file(config_file))
+    apply_overrides(cfg, overrides or {})
+    return cfg.validate()
+
+
+def clone(cfg: Config) -> Config:
+    return copy.deepcopy(cfg)

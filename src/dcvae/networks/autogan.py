@@ -1,0 +1,131 @@
+"""The paper's 32x32 networks (Sec. 5.1, Fig. 15), adapted from AutoGAN's `autogan_cifar10_a`.
+
+At paper width (latent 128, gen_width 256, dis_width 128, contrastive dim 16) the parameter counts are exactly
+1,086,464 (encoder), 4,405,251 (decoder) and 1,063,445 (discriminator with heads b1..b4), as in the released code.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import init_autogan_, spectral_norm
+
+
+class DecoderCell(nn.Module):
+    """AutoGAN's pre-activation up-sampling cell.
+
+    ReLU -> upsample x2 -> conv3x3 (the cell's skip output) -> + each skip input (resized, 1x1 conv)
+    -> ReLU -> conv3x3 -> + optional 1x1-conv shortcut of the upsampled input.
+    """
+
+    def __init__(self, channels: int, up_mode: str, num_skip_in: int, shortcut: bool):
+        super().__init__()
+        self.up_mode = up_mode
+        self.c1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.c2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.c_sc = nn.Conv2d(channels, channels, 1) if shortcut else None
+        self.skip_in_ops = nn.ModuleList([nn.Conv2d(channels, channels, 1) for _ in range(num_skip_in)])
+
+    def _resize(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        if size is None:
+            return F.interpolate(x, scale_factor=2, mode=self.up_mode)
+        return F.interpolate(x, size=size, mode=self.up_mode)
+
+    def forward(self, x: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.c1(self._resize(F.relu(x)))
+        skip_out = h
+        for feature, op in zip(skips, self.skip_in_ops, strict=True):
+            h = h + op(self._resize(feature, h.shape[-2:]))
+        out = self.c2(F.relu(h))
+        if self.c_sc is not None:
+            out = out + self.c_sc(self._resize(x))
+        return skip_out, out
+
+
+class AutoGANDecoder(nn.Module):
+    """z [N, latent_dim] -> image [N, channels, 32, 32] in [-1, 1]."""
+
+    def __init__(self, latent_dim: int = 128, width: int = 256, channels: int = 3):
+        super().__init__()
+        self.latent_dim, self.width = latent_dim, width
+        self.l1 = nn.Linear(latent_dim, width * 4 * 4)
+        self.cell1 = DecoderCell(width, "nearest", num_skip_in=0, shortcut=True)   # 4 -> 8
+        self.cell2 = DecoderCell(width, "bilinear", num_skip_in=1, shortcut=True)  # 8 -> 16
+        self.cell3 = DecoderCell(width, "nearest", num_skip_in=2, shortcut=False)  # 16 -> 32
+        self.to_rgb = nn.Sequential(
+            nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, channels, 3, padding=1), nn.Tanh())
+        init_autogan_(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.l1(z).view(-1, self.width, 4, 4)
+        skip1, h = self.cell1(h)
+        skip2, h = self.cell2(h, (skip1,))
+        _, h = self.cell3(h, (skip1, skip2))
+        return self.to_rgb(h)
+
+
+class OptimizedDisBlock(nn.Module):
+    """First down-sampling block: conv3x3 -> ReLU -> conv3x3 -> avgpool; shortcut avgpool -> conv1x1."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.c2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.c_sc = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
+        return h + self.c_sc(F.avg_pool2d(x, 2))
+
+
+class DisBlock(nn.Module):
+    """Pre-activation residual block: ReLU -> conv -> ReLU -> conv [-> avgpool]; learnable shortcut when needed."""
+
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool):
+        super().__init__()
+        self.downsample = downsample
+        self.c1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.c2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        learnable_shortcut = in_channels != out_channels or downsample
+        self.c_sc = nn.Conv2d(in_channels, out_channels, 1) if learnable_shortcut else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c2(F.relu(self.c1(F.relu(x))))
+        shortcut = x if self.c_sc is None else self.c_sc(x)
+        if self.downsample:
+            h, shortcut = F.avg_pool2d(h, 2), F.avg_pool2d(shortcut, 2)
+        return h + shortcut
+
+
+class AutoGANTrunk(nn.Module):
+    """Shared by the encoder and the discriminator: image [N, C, 32, 32] -> four maps.
+
+    maps: b1 [N, w, 16, 16], b2..b4 [N, w, 8, 8]. `pool` turns the last map into the [N, w] feature
+    (ReLU, then a sum over space, as AutoGAN does).
+    """
+
+    def __init__(self, channels: int = 3, width: int = 128, use_spectral_norm: bool = True):
+        super().__init__()
+        self.blocks = nn.ModuleList([
+            OptimizedDisBlock(channels, width),
+            DisBlock(width, width, downsample=True),
+            DisBlock(width, width, downsample=False),
+            DisBlock(width, width, downsample=False),
+        ])
+        self.block_shapes = [(width, 16, 16), (width, 8, 8), (width, 8, 8), (width, 8, 8)]
+        self.feature_dim = width
+        init_autogan_(self)
+        if use_spectral_norm:
+            spectral_norm(self)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for block in self.blocks:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+    @staticmethod
+    def pool(last_map: torch.Tensor) -> torch.Tensor:
+        return F.relu(last_map).sum(dim=(2, 3))
