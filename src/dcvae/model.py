@@ -1,0 +1,104 @@
+"""The trained model for inference: `dcvae.load(path)` -> DCVAE with encode / decode / sample / reconstruct /
+interpolate. Images are float tensors [N, C, 32, 32] in [-1, 1]; latents are [N, latent_dim]."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import Config
+from .errors import UserError
+from .networks import build_networks
+from .training.checkpoint import load_config_dict, load_module_weights, load_weights, resolve_checkpoint
+
+
+class DCVAE(nn.Module):
+    """Encoder q(z|x) and decoder f(z) of a trained DC-VAE (the EMA decoder unless asked otherwise)."""
+
+    def __init__(self, config: Config, encoder: nn.Module, decoder: nn.Module):
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.model.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_images(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.config.model
+        expected = (m.image_channels, m.resolution, m.resolution)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise UserError(f"images must be [N, {', '.join(map(str, expected))}] in [-1, 1]; got {tuple(x.shape)}")
+        return x.to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """x [N, C, H, W] in [-1, 1] -> latent [N, latent_dim]: the posterior mean, or a sample of q(z|x)."""
+        mu, logvar = self.encoder(self._check_images(x))
+        if not sample:
+            return mu
+        return mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, device=mu.device)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z [N, latent_dim] -> images [N, C, H, W] in [-1, 1]."""
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise UserError(f"latents must be [N, {self.latent_dim}]; got {tuple(z.shape)}")
+        return self.decoder(z.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def sample(self, n: int, truncation: float | None = None, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """n images from z ~ N(0, I); `truncation` t clips z to [-t, t] (the authors' FID code clips to [-1, 1])."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        if truncation is not None:
+            z = z.clamp(-truncation, truncation)
+        return self.decode(z)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        """Decode the encoding of x (its posterior mean by default): [N, C, H, W] -> [N, C, H, W]."""
+        return self.decode(self.encode(x, sample, generator))
+
+    @torch.no_grad()
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, steps: int = 8) -> torch.Tensor:
+        """Evenly spaced linear blends between two images (through their latents) or two latents.
+
+        a, b: [N, C, H, W] images or [N, latent_dim] latents -> [N, steps, C, H, W]; step 0 decodes a, the last b.
+        """
+        if steps < 2:
+            raise UserError(f"interpolation needs at least 2 steps, got {steps}")
+        za = a if a.dim() == 2 else self.encode(a)
+        zb = b if b.dim() == 2 else self.encode(b)
+        w = torch.linspace(0, 1, steps, device=self.device).view(1, steps, 1)
+        z = torch.lerp(za.to(self.device).unsqueeze(1), zb.to(self.device).unsqueeze(1), w)
+        return self.decode(z.flatten(0, 1)).unflatten(0, (len(za), steps))
+
+    @classmethod
+    def load(cls, path: str | Path, decoder: str = "ema", device: str | torch.device = "cpu") -> "DCVAE":
+        """From a checkpoint folder, a run folder (its newest valid checkpoint) or a checkpoints/ folder.
+
+        decoder: "ema" (the averaged weights the paper evaluates) or "live".
+        """
+        if decoder not in ("ema", "live"):
+            raise UserError(f"decoder must be 'ema' or 'live', got {decoder!r}")
+        folder = resolve_checkpoint(path)
+        config = Config.from_dict(load_config_dict(folder))
+        weights = load_weights(folder)
+        nets = build_networks(config.model)
+        load_module_weights(nets.encoder, weights, "encoder", folder)
+        load_module_weights(nets.decoder, weights, "decoder_ema" if decoder == "ema" else "decoder", folder)
+        return cls(config, nets.encoder, nets.decoder).to(device).eval()
+
+
+def load(path: str | Path, decoder: str = "ema", device: str | torch.device = "cpu") -> DCVAE:
+    """Load a trained model for inference; see `DCVAE.load`."""
+    return DCVAE.load(path, decoder, device)

@@ -1,0 +1,130 @@
+"""The objective of each phase of a generator iteration, for each variant of paper Table 1.
+
+A generator iteration (released code) is: `d_steps` discriminator steps on fresh real batches, then on the last
+batch an adversarial update of encoder and decoder, then a contrastive update of encoder, decoder and the
+discriminator's trunk and contrastive heads. Which terms each variant has:
+
+    variant          D step   E/G step                      contrastive step
+    vae              -        pixel MSE + KL (Eq. 1)        -
+    vaegan           GAN      D-feature MSE + GAN + KL      -        (Eq. 3-5)
+    vae-contrastive  -        -                             InfoNCE + KL
+    dcvae            GAN      GAN + KL                      InfoNCE + KL            (Eq. 9)
+
+Each function returns (loss, stats) where stats are detached scalars for logging.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config import ObjectiveConfig
+from ..networks import Networks
+from . import losses
+
+
+@dataclass(frozen=True)
+class Terms:
+    gan: bool
+    contrastive: bool
+    reconstruction: str  # "pixel" | "feature" | ""
+
+
+TERMS = {
+    "vae": Terms(gan=False, contrastive=False, reconstruction="pixel"),
+    "vaegan": Terms(gan=True, contrastive=False, reconstruction="feature"),
+    "vae-contrastive": Terms(gan=False, contrastive=True, reconstruction=""),
+    "dcvae": Terms(gan=True, contrastive=True, reconstruction=""),
+}
+
+
+def _encode_decode(nets: Networks, x: torch.Tensor, noise: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    mu, logvar = nets.encoder(x)
+    return nets.decoder(losses.reparameterize(mu, logvar, noise)), mu, logvar
+
+
+def _prior(n: int, latent_dim: int, noise: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randn(n, latent_dim, generator=noise, device=device)
+
+
+def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, noise: torch.Generator
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Set-level loss for D on real x [B, C, H, W], prior samples (B of them) and reconstructions of x.
+
+    The fakes are made without a graph: the D update needs no gradient of the encoder or decoder (the released
+    code computes one and throws it away; the D update is the same).
+    """
+    with torch.no_grad():
+        x_rec, _, _ = _encode_decode(nets, x, noise)
+        x_fake = nets.decoder(_prior(len(x), nets.encoder.latent_dim, noise, x.device))
+    real, fake, rec = (nets.discriminator(v)["logit"].float() for v in (x, x_fake, x_rec))
+    loss = losses.gan_discriminator_loss(real, fake, rec, obj.gan_loss)
+    return loss, {"loss/d": loss.detach(), "d/real": real.mean().detach(), "d/fake": fake.mean().detach(),
+                  "d/rec": rec.mean().detach()}
+
+
+def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms: Terms, noise: torch.Generator,
+                    sample_batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Encoder/decoder update: KL, plus the variant's reconstruction and GAN terms."""
+    x_rec, mu, logvar = _encode_decode(nets, x, noise)
+    kl = losses.kl_divergence(mu.float(), logvar.float())
+    loss = obj.kl_weight * kl
+    stats = {"kl": kl.detach() / len(x)}
+    if terms.reconstruction == "pixel":
+        rec = losses.pixel_reconstruction_loss(x.float(), x_rec.float())
+        loss = loss + obj.reconstruction_weight * rec
+        stats["loss/pixel"] = rec.detach()
+    if terms.gan or terms.reconstruction == "feature":
+        d_rec = nets.discriminator(x_rec)
+    if terms.gan:
+        x_fake = nets.decoder(_prior(sample_batch_size, nets.encoder.latent_dim, noise, x.device))
+        g = losses.gan_generator_loss(nets.discriminator(x_fake)["logit"].float(), d_rec["logit"].float(),
+                                      obj.gan_loss)
+        loss = loss + g
+        stats["loss/g"] = g.detach()
+    if terms.reconstruction == "feature":
+        with torch.no_grad():
+            feature_real = nets.discriminator(x)["feature"]
+        rec = losses.feature_reconstruction_loss(feature_real.float(), d_rec["feature"].float())
+        loss = loss + obj.reconstruction_weight * rec
+        stats["loss/feature"] = rec.detach()
+    return loss, stats
+
+
+def contrastive_phase(nets: Networks, momentum_discriminator: nn.Module, queues: nn.ModuleDict, x: torch.Tensor,
+                      obj: ObjectiveConfig, noise: torch.Generator, patch_on: bool
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Instance-level loss (Eq. 8): InfoNCE on each contrastive layer (deep supervision) and, once `patch_on`,
+    on one random 1x1xC location of `obj.patch_layer` (local patch, Sec. 4.2); plus KL.
+
+    Queries are the reconstructions through the live D, keys the inputs through the momentum D.
+    Returns (loss, stats, keys to enqueue {queue name: [B, d]}).
+    """
+    layers = tuple(obj.contrastive_layers)
+    maps = (obj.patch_layer,) if patch_on else ()
+    with torch.no_grad():
+        keys = momentum_discriminator(x, layers, maps)
+    x_rec, mu, logvar = _encode_decode(nets, x, noise)
+    queries = nets.discriminator(x_rec, layers, maps)
+    kl = losses.kl_divergence(mu.float(), logvar.float())
+    loss = obj.kl_weight * kl
+    stats = {"kl": kl.detach() / len(x)}
+    weights = obj.contrastive_weights or [1.0 / len(layers)] * len(layers)
+    new_keys = {}
+    for name, weight in zip(layers, weights):
+        nce, accuracy = losses.info_nce(queries[name], keys[name], queues[name].keys, obj.temperature)
+        loss = loss + weight * nce
+        stats[f"loss/nce_{name}"], stats[f"acc/{name}"] = nce.detach(), accuracy
+        new_keys[name] = keys[name]
+    if patch_on:
+        q_map, k_map = queries["map:" + obj.patch_layer], keys["map:" + obj.patch_layer]
+        where = losses.sample_patch_locations(len(x), q_map.shape[2], q_map.shape[3], noise, x.device)
+        k_patch = losses.gather_patches(k_map, where)
+        nce, accuracy = losses.info_nce(losses.gather_patches(q_map, where), k_patch, queues["patch"].keys,
+                                        obj.temperature)
+        loss = loss + obj.patch_weight * nce
+        stats["loss/nce_patch"], stats["acc/patch"] = nce.detach(), accuracy
+        new_keys["patch"] = k_patch
+    return loss, stats, new_keys

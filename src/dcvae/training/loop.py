@@ -1,0 +1,320 @@
+"""The training loop: one function, `train(config, run_dir)`, on Accelerate (CPU, one GPU, or several processes
+through `accelerate launch` / torchrun with no code change).
+
+Per generator iteration (see objectives/phases.py): `d_steps` D updates, an encoder/decoder update, a contrastive
+update, then the decoder EMA. With several processes each rank takes its slice of every global batch, gradients are
+averaged by an explicit all-reduce before each optimiser step (the GAN phases use D in three roles, which DDP's
+one-forward-one-backward contract does not fit), and contrastive keys are gathered so every rank keeps the same
+queues. Only rank 0 writes.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import Config
+from ..data import build_dataset
+from ..data.stream import BatchStream
+from ..errors import UserError
+from ..networks import build_networks
+from ..objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
+from ..objectives.queue import NegativeQueue
+from . import checkpoint as ckpt
+from .run_dir import prepare_run_dir, write_image_grid
+
+log = logging.getLogger("dcvae.train")
+
+
+def _average_gradients(params: list[nn.Parameter]) -> None:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> None:
+    """Backward, average gradients across processes, step each optimiser. Parameters without a gradient (not in
+    this loss's graph) are skipped by Adam, so each loss updates exactly the parameters it reaches."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for opt in optimizers:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        _average_gradients(params)
+        opt.step()
+
+
+@torch.no_grad()
+def _ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * source for parameters; buffers (BatchNorm statistics, spectral-norm
+    vectors) are copied."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), 1.0 - decay)
+    for t, s in zip(target.buffers(), source.buffers()):
+        t.copy_(s)
+
+
+def _rng_state(noise: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
+                       *np.random.get_state()[2:]],
+             "noise": noise.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], noise: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    noise.set_state(state["noise"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Trainer:
+    """Everything a run holds. Built once; `state_dict` / `load_state_dict` cover all of it."""
+
+    def __init__(self, cfg: Config, accelerator: Accelerator, dataset: Dataset | None = None):
+        self.cfg, self.acc = cfg, accelerator
+        device, t, o = accelerator.device, cfg.train, cfg.objective
+        self.terms = TERMS[o.variant]
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        self.nets = build_networks(cfg.model)
+        for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
+            module.to(device).train()
+        self.decoder_ema = copy.deepcopy(self.nets.decoder).eval().requires_grad_(False)
+        self.momentum_discriminator = copy.deepcopy(self.nets.discriminator).eval().requires_grad_(False)
+        adam = dict(lr=t.lr, betas=tuple(t.betas))
+        self.opt = {name: torch.optim.Adam(getattr(self.nets, name).parameters(), **adam)
+                    for name in ("encoder", "decoder", "discriminator")}
+        queue_init = torch.Generator().manual_seed(t.seed + 1)
+        queues = {name: NegativeQueue(o.queue_size, cfg.model.contrastive_dim, queue_init)
+                  for name in o.contrastive_layers}
+        if o.patch_layer:
+            channels = self.nets.discriminator.trunk.block_shapes[int(o.patch_layer[1:]) - 1][0]
+            queues["patch"] = NegativeQueue(o.patch_queue_size, channels, queue_init)
+        self.queues = nn.ModuleDict(queues).to(device)
+        # Per-rank noise (reparameterisation, prior samples, patch locations); data order is shared.
+        self.noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 17 + accelerator.process_index)
+        if dataset is None:
+            dataset = build_dataset(cfg.data, cfg.model.image_channels, cfg.model.resolution)
+        self.dataset = dataset
+        self.stream = BatchStream(dataset, t.batch_size, t.seed, device, accelerator.process_index,
+                                  accelerator.num_processes, cfg.data.num_workers)
+        self.iteration = 0
+
+    # -- one generator iteration -------------------------------------------------------------------------------
+    def run_iteration(self) -> dict[str, torch.Tensor]:
+        cfg, nets, acc = self.cfg, self.nets, self.acc
+        o, t = cfg.objective, cfg.train
+        stats: dict[str, torch.Tensor] = {}
+        if self.terms.gan:
+            for _ in range(t.d_steps):
+                x, _ = self.stream.next()
+                with acc.autocast():
+                    loss, s = discriminator_phase(nets, x, o, self.noise)
+                _step(loss, [self.opt["discriminator"]])
+                stats.update(s)
+        else:
+            x, _ = self.stream.next()
+        if self.terms.gan or self.terms.reconstruction:
+            nets.discriminator.requires_grad_(False)  # D is a fixed critic here: no gradient for its weights
+            with acc.autocast():
+                loss, s = generator_phase(nets, x, o, self.terms, self.noise, t.sample_batch_size)
+            _step(loss, [self.opt["encoder"], self.opt["decoder"]])
+            nets.discriminator.requires_grad_(True)
+            stats.update(s)
+        if self.terms.contrastive:
+            _ema_update(self.momentum_discriminator, nets.discriminator, o.momentum)
+            patch_on = bool(o.patch_layer) and self.iteration >= o.patch_start
+            with acc.autocast():
+                loss, s, keys = contrastive_phase(nets, self.momentum_discriminator, self.queues, x, o, self.noise,
+                                                  patch_on)
+            _step(loss, [self.opt["encoder"], self.opt["decoder"], self.opt["discriminator"]])
+            for name, k in keys.items():
+                self.queues[name].enqueue(acc.gather(k.float().contiguous()))
+            stats.update(s)
+        _ema_update(self.decoder_ema, nets.decoder, t.ema_decay)
+        self.iteration += 1
+        return stats
+
+    @property
+    def images_per_iteration(self) -> int:
+        steps = self.cfg.train.d_steps if self.terms.gan else 1
+        return steps * self.cfg.train.batch_size * self.acc.num_processes
+
+    # -- checkpoints -----------------------------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for prefix, module in (("encoder", self.nets.encoder), ("decoder", self.nets.decoder),
+                               ("decoder_ema", self.decoder_ema), ("discriminator", self.nets.discriminator)):
+            out.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
+        return out
+
+    def training_state(self) -> dict[str, Any]:
+        noise_states = self.acc.gather(self.noise.get_state().to(self.acc.device).unsqueeze(0)).cpu()
+        rng = _rng_state(self.noise)
+        rng["noise_per_rank"] = list(noise_states)
+        return {"iteration": self.iteration, "data": self.stream.state_dict(),
+                "optimizers": {n: o.state_dict() for n, o in self.opt.items()},
+                "momentum_discriminator": self.momentum_discriminator.state_dict(),
+                "queues": self.queues.state_dict(), "rng": rng}
+
+    def load(self, folder: Path) -> None:
+        weights = ckpt.load_weights(folder)
+        for prefix, module in (("encoder", self.nets.encoder), ("decoder", self.nets.decoder),
+                               ("decoder_ema", self.decoder_ema), ("discriminator", self.nets.discriminator)):
+            ckpt.load_module_weights(module, weights, prefix, folder)
+        state = ckpt.load_training_state(folder, map_location=self.acc.device)
+        ranks = len(state["rng"]["noise_per_rank"])
+        if ranks != self.acc.num_processes:
+            raise UserError(f"{folder} was written by {ranks} process(es) and this run has "
+                            f"{self.acc.num_processes}; resume with the same number of processes")
+        for name, opt in self.opt.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.momentum_discriminator.load_state_dict(state["momentum_discriminator"])
+        self.queues.load_state_dict(state["queues"])
+        self.stream.load_state_dict(state["data"])
+        rng = state["rng"]
+        rng["torch"] = rng["torch"].cpu()
+        rng["noise"] = rng["noise_per_rank"][self.acc.process_index].cpu()
+        if "cuda" in rng:
+            rng["cuda"] = [s.cpu() for s in rng["cuda"]]
+        _set_rng_state(rng, self.noise)
+        self.iteration = int(state["iteration"])
+
+    def save(self, run_dir: Path) -> Path | None:
+        state = self.training_state()  # collective: every rank takes part
+        path = None
+        if self.acc.is_main_process:
+            path = ckpt.save_checkpoint(run_dir / "checkpoints", self.iteration, self.weights(), self.cfg.to_dict(),
+                                        state, self.cfg.train.keep_checkpoints)
+        self.acc.wait_for_everyone()
+        return path
+
+    # -- pictures ------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def write_images(self, run_dir: Path, writer, fixed_x: torch.Tensor, fixed_z: torch.Tensor) -> None:
+        """Inputs | reconstructions and samples, from the EMA decoder, in eval mode (which changes no state)."""
+        encoder = self.nets.encoder
+        encoder.eval()
+        mu, _ = encoder(fixed_x)
+        encoder.train()
+        recon = self.decoder_ema(mu)
+        samples = self.decoder_ema(fixed_z)
+        pairs = torch.stack([fixed_x, recon], dim=1).flatten(0, 1)
+        tag = f"{self.iteration:07d}"
+        grid_r = write_image_grid(pairs, run_dir / "images" / f"reconstructions-{tag}.png", nrow=16)
+        grid_s = write_image_grid(samples, run_dir / "images" / f"samples-{tag}.png", nrow=8)
+        if writer is not None:
+            writer.add_image("reconstructions", grid_r, self.iteration)
+            writer.add_image("samples", grid_s, self.iteration)
+
+
+def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, progress: bool = True
+          ) -> dict[str, Any]:
+    """Train `cfg` into `run_dir`; `resume` = True (newest checkpoint of run_dir) or a checkpoint path.
+
+    Returns the summary also written to run_dir/summary.json.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    cfg.validate()
+    run_dir = Path(run_dir)
+    mixed = cfg.train.mixed_precision
+    if mixed == "bf16" and not torch.cuda.is_available():
+        log.warning("train.mixed_precision=bf16 needs a GPU; this machine has none, so training runs in float32")
+        mixed = "no"
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+    resume_from = None
+    if resume:
+        resume_from = ckpt.resolve_checkpoint(run_dir if resume is True else resume, need_state=True)
+        saved = ckpt.load_config_dict(resume_from)
+        for section in ("model", "objective", "data"):
+            if saved[section] != cfg.to_dict()[section]:
+                diff = {k: (saved[section].get(k), v) for k, v in cfg.to_dict()[section].items()
+                        if saved[section].get(k) != v}
+                raise UserError(f"cannot resume {resume_from} with a different {section} configuration "
+                                f"(checkpoint vs now: {diff}); only train.* settings may change on resume")
+    if acc.is_main_process:
+        prepare_run_dir(run_dir, cfg, resuming=resume_from is not None)
+    acc.wait_for_everyone()
+
+    trainer = _Trainer(cfg, acc)
+    if resume_from is not None:
+        trainer.load(resume_from)
+        log.info("resumed from %s at iteration %d", resume_from, trainer.iteration)
+
+    t = cfg.train
+    main = acc.is_main_process
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
+    n_fixed = min(8, len(trainer.dataset))
+    fixed_x = torch.stack([trainer.dataset[i][0] for i in range(n_fixed)]).to(acc.device)
+    fixed_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2)).to(acc.device)
+    window: dict[str, list[torch.Tensor]] = defaultdict(list)
+    last: dict[str, float] = {}
+    bar = tqdm(total=t.iterations, initial=trainer.iteration, disable=not (progress and main), dynamic_ncols=True,
+               desc="train")
+    started, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
+    images_per_s = 0.0
+    try:
+        while trainer.iteration < t.iterations:
+            for key, value in trainer.run_iteration().items():
+                window[key].append(value)
+            window_iters += 1
+            bar.update(1)
+            it = trainer.iteration
+            if it % t.log_every == 0 or it == t.iterations:
+                elapsed = time.perf_counter() - window_start
+                images_per_s = window_iters * trainer.images_per_iteration / max(elapsed, 1e-9)
+                last = {k: float(torch.stack(v).float().mean()) for k, v in window.items()}
+                record = {"iteration": it, "epoch": trainer.stream.epoch, "images_per_s": round(images_per_s, 2),
+                          **{k: round(v, 6) for k, v in last.items()}}
+                if main:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    for k, v in last.items():
+                        writer.add_scalar(k, v, it)
+                    writer.add_scalar("speed/images_per_s", images_per_s, it)
+                shown = {k.split("/")[-1] if k.startswith("loss/") else k: f"{v:.3g}" for k, v in last.items()
+                         if k.startswith(("loss/", "acc/"))}
+                bar.set_postfix(shown | {"img/s": f"{images_per_s:.0f}"}, refresh=False)
+                window.clear()
+                window_start, window_iters = time.perf_counter(), 0
+            if main and (it % t.image_every == 0 or it == t.iterations):
+                trainer.write_images(run_dir, writer, fixed_x, fixed_z)
+            if it % t.checkpoint_every == 0 or it == t.iterations:
+                trainer.save(run_dir)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    summary = {"iterations": trainer.iteration, "epochs": trainer.stream.epoch, "variant": cfg.objective.variant,
+               "wall_seconds": round(time.perf_counter() - started, 1), "images_per_s": round(images_per_s, 2),
+               "final": last, "data": trainer.dataset.description, "device": str(acc.device),
+               "processes": acc.num_processes}
+    if main:
+        ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
