@@ -46,8 +46,11 @@ class BatchStream:
     def _start_epoch(self) -> None:
         sampler = _EpochBatches(len(self.dataset), self.batch_size, self.seed, self.epoch, self.position,
                                 self.rank, self.world)
+        # The loader's own generator: creating an iterator must not draw from the global RNG, whose state is part
+        # of what a resumed run must reproduce.
         loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(self.seed + self.epoch))
         self._iterator = iter(loader)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,32 @@
+"""The inference API of a trained model."""
+import torch
+
+import dcvae
+from dcvae.training import train
+
+from conftest import requires_mnist, tiny_mnist_config
+
+
+@requires_mnist
+def test_load_encode_decode_interpolate(tmp_path):
+    train(tiny_mnist_config(**{"train.iterations": 2}), tmp_path / "run", progress=False)
+    model = dcvae.load(tmp_path / "run")
+    live = dcvae.load(tmp_path / "run", decoder="live")
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    z = model.encode(x)
+    assert z.shape == (3, 8)
+    assert torch.equal(model.reconstruct(x), model.decode(z))
+    assert not torch.equal(model.decode(z), live.decode(z))   # EMA and live decoders differ after training
+    frames = model.interpolate(x[:2], x[1:3], steps=5)
+    assert frames.shape == (2, 5, 1, 32, 32)
+    assert torch.allclose(frames[:, 0], model.decode(z[:2]), atol=1e-6)
+    assert torch.allclose(frames[:, -1], model.decode(z[1:3]), atol=1e-6)
+    g = torch.Generator().manual_seed(3)
+    s = model.sample(4, truncation=1.0, generator=g)
+    assert s.shape == (4, 1, 32, 32) and s.abs().max() <= 1
+    try:
+        model.encode(torch.zeros(1, 3, 32, 32))
+    except dcvae.UserError as e:
+        assert "[N, 1, 32, 32]" in str(e)
+    else:
+        raise AssertionError("wrong image shape accepted")
