@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 DCVAE=.venv/bin/dcvae
 mkdir -p runs
 run="runs/demo-$(date +%Y%m%d-%H%M%S)"
-iterations=${DEMO_ITERATIONS:-1500}
+iterations=${DEMO_ITERATIONS:-1200}
 "$DCVAE" train --preset mnist --out "$run" --set train.iterations="$iterations" --no-progress > "$run.train.log" 2>&1 &
 pid=$!
 # Show progress from the metrics log while training runs.

@@ -158,3 +158,36 @@ def test_sample_reconstruct_interpolate_commands(capsys, tmp_path):
     code, _, err = run_cli(capsys, "reconstruct", str(run), "--images", str(tmp_path / "notes.png"), "--out",
                            str(tmp_path / "r3.png"))
     assert code == 2 and "cannot read image" in err and not (tmp_path / "r3.png").exists()
+
+
+@requires_mnist
+def test_resume_refuses_another_architecture(capsys, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_mnist_config(**{"train.iterations": 1}), run, progress=False)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    code, _, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--set", "model.latent_dim=16",
+                           "--no-progress")
+    assert code == 2 and "different model configuration" in err and "latent_dim" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    code, _, err = run_cli(capsys, "train", "--out", str(tmp_path / "none"), "--resume", "--no-progress")
+    assert code == 2 and "holds no run to resume" in err
+
+
+@requires_mnist
+def test_resume_extends_a_finished_run(capsys, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_mnist_config(**{"train.iterations": 2}), run, progress=False)
+    code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--set", "train.iterations=3",
+                             "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 3
+    assert json.loads((run / "config.json").read_text())["train"]["iterations"] == 2   # the first config is kept
+    assert json.loads((run / "config.resume-1.json").read_text())["train"]["iterations"] == 3
+
+
+def test_bf16_without_gpu_falls_back_with_a_warning(caplog, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = tiny_mnist_config(**{"train.iterations": 1, "train.mixed_precision": "bf16"})
+    train(cfg, tmp_path / "run", progress=False)
+    assert "needs a GPU" in caplog.text and "float32" in caplog.text
