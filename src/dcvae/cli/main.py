@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,8 +50,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(cfg.to_json())
         return 0
     summary = train(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:   # under torchrun / accelerate launch only rank 0 reports
+        print(json.dumps(summary, indent=2))
+        print(f"run folder: {run_dir}")
     return 0
 
 

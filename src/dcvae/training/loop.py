@@ -72,24 +72,34 @@ def _ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
         t.copy_(s)
 
 
-def _rng_state(noise: torch.Generator) -> dict[str, Any]:
+def _rng_state() -> dict[str, Any]:
+    """The global generators (nothing in the loop draws from them, but user code and libraries may)."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
-                       *np.random.get_state()[2:]],
-             "noise": noise.get_state()}
+                       *np.random.get_state()[2:]]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any], noise: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
-    noise.set_state(state["noise"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors anywhere in a nested state -> CPU, so a checkpoint loads on any device layout."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 class _Trainer:
@@ -115,8 +125,9 @@ class _Trainer:
             channels = self.nets.discriminator.trunk.block_shapes[int(o.patch_layer[1:]) - 1][0]
             queues["patch"] = NegativeQueue(o.patch_queue_size, channels, queue_init)
         self.queues = nn.ModuleDict(queues).to(device)
-        # Per-rank noise (reparameterisation, prior samples, patch locations); data order is shared.
-        self.noise = torch.Generator(device=device).manual_seed(t.seed * 7919 + 17 + accelerator.process_index)
+        # Noise of the reparameterisation, prior samples and patch locations: its own generator, reseeded every
+        # iteration from (seed, rank, iteration), so that its state never needs saving. Data order is shared.
+        self.noise = torch.Generator(device=device)
         if dataset is None:
             dataset = build_dataset(cfg.data, cfg.model.image_channels, cfg.model.resolution)
         self.dataset = dataset
@@ -129,6 +140,7 @@ class _Trainer:
         cfg, nets, acc = self.cfg, self.nets, self.acc
         o, t = cfg.objective, cfg.train
         stats: dict[str, torch.Tensor] = {}
+        self.noise.manual_seed((t.seed * 1_000_003 + self.acc.process_index) * 1_000_003 + self.iteration)
         if self.terms.gan:
             for _ in range(t.d_steps):
                 x, _ = self.stream.next()
@@ -173,21 +185,19 @@ class _Trainer:
         return out
 
     def training_state(self) -> dict[str, Any]:
-        noise_states = self.acc.gather(self.noise.get_state().to(self.acc.device).unsqueeze(0)).cpu()
-        rng = _rng_state(self.noise)
-        rng["noise_per_rank"] = list(noise_states)
-        return {"iteration": self.iteration, "data": self.stream.state_dict(),
+        return _to_cpu({"iteration": self.iteration, "processes": self.acc.num_processes,
+                        "data": self.stream.state_dict(),
                 "optimizers": {n: o.state_dict() for n, o in self.opt.items()},
                 "momentum_discriminator": self.momentum_discriminator.state_dict(),
-                "queues": self.queues.state_dict(), "rng": rng}
+                "queues": self.queues.state_dict(), "rng": _rng_state()})
 
     def load(self, folder: Path) -> None:
         weights = ckpt.load_weights(folder)
         for prefix, module in (("encoder", self.nets.encoder), ("decoder", self.nets.decoder),
                                ("decoder_ema", self.decoder_ema), ("discriminator", self.nets.discriminator)):
             ckpt.load_module_weights(module, weights, prefix, folder)
-        state = ckpt.load_training_state(folder, map_location=self.acc.device)
-        ranks = len(state["rng"]["noise_per_rank"])
+        state = ckpt.load_training_state(folder)
+        ranks = state["processes"]
         if ranks != self.acc.num_processes:
             raise UserError(f"{folder} was written by {ranks} process(es) and this run has "
                             f"{self.acc.num_processes}; resume with the same number of processes")
@@ -196,20 +206,14 @@ class _Trainer:
         self.momentum_discriminator.load_state_dict(state["momentum_discriminator"])
         self.queues.load_state_dict(state["queues"])
         self.stream.load_state_dict(state["data"])
-        rng = state["rng"]
-        rng["torch"] = rng["torch"].cpu()
-        rng["noise"] = rng["noise_per_rank"][self.acc.process_index].cpu()
-        if "cuda" in rng:
-            rng["cuda"] = [s.cpu() for s in rng["cuda"]]
-        _set_rng_state(rng, self.noise)
+        _set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
 
     def save(self, run_dir: Path) -> Path | None:
-        state = self.training_state()  # collective: every rank takes part
         path = None
         if self.acc.is_main_process:
             path = ckpt.save_checkpoint(run_dir / "checkpoints", self.iteration, self.weights(), self.cfg.to_dict(),
-                                        state, self.cfg.train.keep_checkpoints)
+                                        self.training_state(), self.cfg.train.keep_checkpoints)
         self.acc.wait_for_everyone()
         return path
 
