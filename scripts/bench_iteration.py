@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from dcvae.config import preset
-from dcvae.training.loop import _Trainer
+from dcvae.training.loop import Trainer
 
 
 def matmul_peak(seconds: float = 3.0, n: int = 2048) -> float:
@@ -44,7 +44,7 @@ def main() -> None:
     m, t = cfg.model, cfg.train
     n_images = t.batch_size * (t.d_steps + 1) * (args.iterations + 2)
     data = TensorDataset(torch.rand(n_images, m.image_channels, 32, 32) * 2 - 1, torch.zeros(n_images, dtype=torch.long))
-    trainer = _Trainer(cfg, Accelerator(cpu=True), dataset=data)
+    trainer = Trainer(cfg, Accelerator(cpu=True), dataset=data)
 
     peak = matmul_peak()
     trainer.run_iteration()   # warm-up: allocator, first-call overheads

@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 DCVAE=.venv/bin/dcvae
 mkdir -p runs
 run="runs/demo-$(date +%Y%m%d-%H%M%S)"
-iterations=${DEMO_ITERATIONS:-1200}
-"$DCVAE" train --preset mnist --out "$run" --set train.iterations="$iterations" --no-progress > "$run.train.log" 2>&1 &
+extra=()
+[ -n "${DEMO_ITERATIONS:-}" ] && extra=(--set "train.iterations=$DEMO_ITERATIONS")
+"$DCVAE" train --preset mnist --out "$run" "${extra[@]}" --no-progress > "$run.train.log" 2>&1 &
 pid=$!
 # Show progress from the metrics log while training runs.
 while kill -0 "$pid" 2>/dev/null; do

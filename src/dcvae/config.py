@@ -151,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist": {"data.dataset": "mnist", "model.backbone": "compact32", "model.image_channels": 1,
               "model.latent_dim": 32, "model.gen_width": 32, "model.dis_width": 32,
               "train.d_steps": 2, "objective.momentum": 0.99, "train.ema_decay": 0.99,
-              "train.iterations": 1200, "train.image_every": 200, "train.checkpoint_every": 400,
+              "train.iterations": 1000, "train.image_every": 200, "train.checkpoint_every": 500,
               "train.log_every": 25},
     # Fashion-MNIST padded to 32x32, compact backbone, same short-run settings as mnist.
     "fashion32": {"data.dataset": "fashion-mnist", "model.backbone": "compact32", "model.image_channels": 1,

@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)
     p.set_defaults(func=cmd_interpolate)
+
+    from . import probe
+    probe.add_parser(sub)
     return parser
 
 

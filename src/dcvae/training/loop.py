@@ -102,8 +102,9 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-class _Trainer:
-    """Everything a run holds. Built once; `state_dict` / `load_state_dict` cover all of it."""
+class Trainer:
+    """Everything a run holds: networks, EMA decoder, momentum discriminator, optimisers, queues, data stream.
+    `training_state()` and `load()` cover all of it; `run_iteration()` is one generator iteration."""
 
     def __init__(self, cfg: Config, accelerator: Accelerator, dataset: Dataset | None = None):
         self.cfg, self.acc = cfg, accelerator
@@ -266,7 +267,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
         prepare_run_dir(run_dir, cfg, resuming=resume_from is not None)
     acc.wait_for_everyone()
 
-    trainer = _Trainer(cfg, acc)
+    trainer = Trainer(cfg, acc)
     if resume_from is not None:
         trainer.load(resume_from)
         log.info("resumed from %s at iteration %d", resume_from, trainer.iteration)

@@ -1,0 +1,93 @@
+"""`dcvae probe`: paper Table 6 — train (or reuse) models at several latent sizes and trials, probe each linearly."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("probe", help="Table 6: linear-probe error of the latent mean, per latent size")
+    p.add_argument("--out", required=True, help="folder for the trained runs and table6.{md,json}")
+    p.add_argument("--preset", default="mnist", help="preset of the trained models (default mnist)")
+    p.add_argument("--variants", default="dcvae,vae", help="comma-separated variants (default dcvae,vae)")
+    p.add_argument("--latent-dims", default="16,32,64", help="comma-separated latent sizes (default 16,32,64)")
+    p.add_argument("--trials", type=int, default=5, help="independently trained models per cell (default 5)")
+    p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a training setting for every run, e.g. --set train.iterations=3000")
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="probe these trained runs instead of training")
+    p.add_argument("--train-images", type=int, help="fit the classifier on the first N training images (default all)")
+    p.add_argument("--test-images", type=int, help="test on the first N test images (default all)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{name} expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{name} needs positive integers, got {text!r}")
+    return values
+
+
+def _train_grid(args: argparse.Namespace, out: Path) -> dict[tuple[str, int], list[str]]:
+    """Train every (variant, latent size, trial) run that is not finished yet; finished ones are reused and
+    interrupted ones resumed, so the command can be stopped and started again."""
+    from ..config import VARIANTS, apply_overrides, parse_set_arguments, resolve
+    from ..training import train
+    from ..training.checkpoint import list_checkpoints
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        if v not in VARIANTS:
+            raise UserError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    if args.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {args.trials}")
+    overrides = parse_set_arguments(args.overrides)
+    runs: dict[tuple[str, int], list[str]] = {}
+    for variant in variants:
+        for dim in _ints(args.latent_dims, "--latent-dims"):
+            for trial in range(args.trials):
+                cfg = resolve(args.preset, None, overrides)
+                apply_overrides(cfg, {"objective.variant": variant, "model.latent_dim": dim, "train.seed": trial})
+                cfg.validate()
+                run_dir = out / f"{variant}-z{dim}-trial{trial}"
+                summary = run_dir / "summary.json"
+                done = summary.is_file() and json.loads(summary.read_text())["iterations"] >= cfg.train.iterations
+                if not done:
+                    resume = bool(list_checkpoints(run_dir / "checkpoints"))
+                    print(f"probe: training {run_dir.name} ({'resuming' if resume else 'new'})", flush=True)
+                    train(cfg, run_dir, resume=resume or None, progress=not args.no_progress)
+                runs.setdefault((variant, dim), []).append(str(run_dir))
+    return runs
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..metrics.probe import table6
+    from ..model import load
+    from ..training.checkpoint import atomic_write_text
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.runs:
+        runs: dict[tuple[str, int], list[str]] = {}
+        for folder in args.runs:
+            cfg = load(folder).config
+            runs.setdefault((cfg.objective.variant, cfg.model.latent_dim), []).append(folder)
+    else:
+        runs = _train_grid(args, out)
+    started = time.time()
+    result = table6(runs, progress=not args.no_progress, train_images=args.train_images,
+                    test_images=args.test_images)
+    result["probe_seconds"] = round(time.time() - started, 1)
+    result["date"] = time.strftime("%Y-%m-%d")
+    atomic_write_text(out / "table6.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "table6.md", result["markdown"] + "\n")
+    print(result["markdown"])
+    print(f"wrote {out / 'table6.md'} and {out / 'table6.json'}")
+    return 0

@@ -1,0 +1,148 @@
+"""Linear probe of the latent representation (paper Table 6, the protocol of Guided-VAE [12]).
+
+Freeze the encoder, take the posterior mean mu of every image, train a linear (multinomial logistic) classifier on
+the training split and report the classification error on the test split. Table 6 repeats this for latent sizes
+16 / 32 / 64 over 5 trials (5 independently trained models) and reports the mean and a 95% confidence interval.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..errors import UserError
+
+
+@torch.no_grad()
+def encode_dataset(model, dataset: Dataset, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """The posterior means of a labelled data set: (mu [N, latent] float32, labels [N] long)."""
+    latents, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        latents.append(model.encode(x).cpu())
+        labels.append(torch.as_tensor(y))
+    labels = torch.cat(labels)
+    if (labels < 0).any():
+        raise UserError("the linear probe needs a labelled data set (mnist, fashion-mnist, cifar10, stl10 train/test)")
+    return torch.cat(latents), labels
+
+
+def fit_linear_classifier(features: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-4,
+                          max_iterations: int = 500) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression on standardised features, full-batch L-BFGS in float64 (deterministic).
+
+    features [N, d], labels [N] in 0..K-1 -> (linear layer, feature mean [d], feature std [d]).
+    """
+    x = features.double()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    x = (x - mean) / std
+    classes = int(labels.max()) + 1
+    linear = torch.nn.Linear(x.shape[1], classes).double()
+    torch.nn.init.zeros_(linear.weight)
+    torch.nn.init.zeros_(linear.bias)
+    opt = torch.optim.LBFGS(linear.parameters(), lr=1.0, max_iter=max_iterations, history_size=20,
+                            tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(linear(x), labels) + 0.5 * weight_decay * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return linear, mean, std
+
+
+def classification_error(linear: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor, features: torch.Tensor,
+                         labels: torch.Tensor) -> float:
+    """Fraction of misclassified examples, in [0, 1]."""
+    with torch.no_grad():
+        predictions = linear((features.double() - mean) / std).argmax(1)
+    return float((predictions != labels).double().mean())
+
+
+def probe_error(model, train_set: Dataset, test_set: Dataset) -> float:
+    """Test error in [0, 1] of a linear classifier trained on the train-set latents of `model`."""
+    train_z, train_y = encode_dataset(model, train_set)
+    test_z, test_y = encode_dataset(model, test_set)
+    return classification_error(*fit_linear_classifier(train_z, train_y), test_z, test_y)
+
+
+@dataclass
+class Interval:
+    mean: float
+    half_width: float
+    n: int
+
+    def percent(self) -> str:
+        if self.n < 2:
+            return f"{100 * self.mean:.2f}% (1 trial)"
+        return f"{100 * self.mean:.2f}% ± {100 * self.half_width:.2f}"
+
+
+def confidence_interval(values: list[float], level: float = 0.95) -> Interval:
+    """Mean and the half-width of the Student-t confidence interval (t_{(1+level)/2, n-1} * s / sqrt(n))."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return Interval(mean, float("nan"), n)
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return Interval(mean, float(stats.t.ppf((1 + level) / 2, n - 1)) * s / math.sqrt(n), n)
+
+
+VARIANT_NAMES = {"vae": "VAE", "vaegan": "VAE/GAN", "vae-contrastive": "VAE-Contrastive", "dcvae": "DC-VAE"}
+
+
+def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_images: int | None = None,
+           test_images: int | None = None) -> dict:
+    """Probe every trained run and aggregate as paper Table 6.
+
+    runs: {(variant, latent_dim): [run folder, ...]}; train_images / test_images: use only the first N of each
+    split (None: all, as in the paper) -> {"rows": {variant: {latent_dim: {"errors": [...],
+    "mean": m, "ci95": h}}}, "markdown": the table in the paper's layout, "protocol": {...}}.
+    """
+    from ..data import build_dataset
+    from ..model import load
+
+    rows: dict[str, dict[int, dict]] = {}
+    datasets: dict[tuple, tuple[Dataset, Dataset]] = {}
+    for (variant, latent_dim), folders in sorted(runs.items()):
+        errors = []
+        for folder in folders:
+            model = load(folder)
+            m, d = model.config.model, model.config.data
+            key = (d.dataset, d.root, m.image_channels, m.resolution)
+            if key not in datasets:
+                train_set = build_dataset(d, m.image_channels, m.resolution, split="train")
+                test_set = build_dataset(d, m.image_channels, m.resolution, split="test")
+                for name, limit, ds in (("train", train_images, train_set), ("test", test_images, test_set)):
+                    if limit is not None and limit > len(ds):
+                        raise UserError(f"--{name}-images {limit} is more than the {len(ds)} images of the "
+                                        f"{name} split; use at most {len(ds)}")
+                datasets[key] = (Subset(train_set, range(train_images or len(train_set))),
+                                 Subset(test_set, range(test_images or len(test_set))))
+            error = probe_error(model, *datasets[key])
+            errors.append(error)
+            if progress:
+                print(f"probe: {folder}: test error {100 * error:.2f}%", flush=True)
+        ci = confidence_interval(errors)
+        rows.setdefault(variant, {})[latent_dim] = {"errors": errors, "mean": ci.mean, "ci95": ci.half_width,
+                                                    "runs": [str(f) for f in folders]}
+    dims = sorted({dim for row in rows.values() for dim in row})
+    lines = ["| Method | " + " | ".join(f"d_z={dim} ↓" for dim in dims) + " |",
+             "|---|" + "---|" * len(dims)]
+    for variant, row in rows.items():
+        cells = [Interval(row[dim]["mean"], row[dim]["ci95"], len(row[dim]["errors"])).percent() if dim in row
+                 else "-" for dim in dims]
+        lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | " + " | ".join(cells) + " |")
+    protocol = {"features": "posterior mean mu of the frozen encoder (eval mode)",
+                "classifier": "multinomial logistic regression on standardised features, L-BFGS, float64, "
+                              "weight decay 1e-4, trained on the train split",
+                "metric": "classification error on the test split",
+                "train_images": train_images or "all", "test_images": test_images or "all",
+                "interval": "95% Student-t confidence interval over trials (independently trained models)"}
+    return {"rows": rows, "markdown": "\n".join(lines), "protocol": protocol}

@@ -1,0 +1,53 @@
+"""The linear probe of Table 6: classifier, confidence interval, and the table on real (tiny) runs."""
+import math
+
+import json
+
+import torch
+
+from dcvae.metrics.probe import classification_error, confidence_interval, fit_linear_classifier
+
+from conftest import requires_mnist
+
+
+def test_linear_classifier_separates_separable_data_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 8, generator=g) * 5
+    labels = torch.arange(400) % 4
+    features = centres[labels] + torch.randn(400, 8, generator=g)
+    fit = fit_linear_classifier(features[:300], labels[:300])
+    assert classification_error(*fit, features[300:], labels[300:]) == 0.0
+    noise = torch.randn(400, 8, generator=g)
+    fit = fit_linear_classifier(noise[:300], labels[:300])
+    assert classification_error(*fit, noise[300:], labels[300:]) > 0.5      # chance is 0.75
+
+
+def test_confidence_interval_by_hand():
+    ci = confidence_interval([0.010, 0.012, 0.014, 0.011, 0.013])
+    s = math.sqrt(sum((v - 0.012) ** 2 for v in [0.010, 0.012, 0.014, 0.011, 0.013]) / 4)
+    assert math.isclose(ci.mean, 0.012) and math.isclose(ci.half_width, 2.7764451 * s / math.sqrt(5), rel_tol=1e-6)
+    assert ci.percent() == "1.20% ± 0.20"
+    assert confidence_interval([0.02]).percent() == "2.00% (1 trial)"
+
+
+@requires_mnist
+def test_probe_command_trains_grid_and_writes_table(tmp_path, capsys):
+    from dcvae.cli.main import main
+    tiny = ["--set", "model.gen_width=8", "--set", "model.dis_width=8", "--set", "objective.queue_size=64",
+            "--set", "train.batch_size=16", "--set", "train.sample_batch_size=16", "--set", "train.iterations=2",
+            "--set", "train.log_every=1"]
+    argv = ["probe", "--out", str(tmp_path / "t6"), "--variants", "vae,dcvae", "--latent-dims", "4,8", "--trials", "2",
+            "--train-images", "1000", "--test-images", "300", "--no-progress", *tiny]
+    assert main(argv) == 0
+    table = (tmp_path / "t6" / "table6.md").read_text().splitlines()
+    assert table[0] == "| Method | d_z=4 ↓ | d_z=8 ↓ |"
+    assert table[2].startswith("| DC-VAE | ") and table[3].startswith("| VAE | ") and "±" in table[2]
+    result = json.loads((tmp_path / "t6" / "table6.json").read_text())
+    assert len(result["rows"]["vae"]["8"]["errors"]) == 2 and 0 <= result["rows"]["vae"]["8"]["mean"] <= 1
+    # a second call reuses the finished runs instead of training again
+    before = (tmp_path / "t6" / "vae-z4-trial0" / "summary.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (tmp_path / "t6" / "vae-z4-trial0" / "summary.json").stat().st_mtime_ns == before
+    too_many = [a if a != "1000" else "999999" for a in argv]
+    assert main(too_many) == 2
+    assert "more than the 60000 images of the train split" in capsys.readouterr().err
