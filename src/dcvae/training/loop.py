@@ -179,24 +179,29 @@ class Trainer:
         return steps * self.cfg.train.batch_size * self.acc.num_processes
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
+    def _weight_modules(self) -> dict[str, nn.Module]:
+        """What model.safetensors holds, by key prefix."""
+        return {"encoder": self.nets.encoder, "decoder": self.nets.decoder, "decoder_ema": self.decoder_ema,
+                "discriminator": self.nets.discriminator}
+
     def weights(self) -> dict[str, torch.Tensor]:
-        out = {}
-        for prefix, module in (("encoder", self.nets.encoder), ("decoder", self.nets.decoder),
-                               ("decoder_ema", self.decoder_ema), ("discriminator", self.nets.discriminator)):
-            out.update({f"{prefix}.{k}": v for k, v in module.state_dict().items()})
-        return out
+        return {f"{prefix}.{k}": v for prefix, module in self._weight_modules().items()
+                for k, v in module.state_dict().items()}
 
     def training_state(self) -> dict[str, Any]:
-        return _to_cpu({"iteration": self.iteration, "processes": self.acc.num_processes,
-                        "data": self.stream.state_dict(),
-                "optimizers": {n: o.state_dict() for n, o in self.opt.items()},
-                "momentum_discriminator": self.momentum_discriminator.state_dict(),
-                "queues": self.queues.state_dict(), "rng": _rng_state()})
+        return _to_cpu({
+            "iteration": self.iteration,
+            "processes": self.acc.num_processes,
+            "data": self.stream.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self.opt.items()},
+            "momentum_discriminator": self.momentum_discriminator.state_dict(),
+            "queues": self.queues.state_dict(),
+            "rng": _rng_state(),
+        })
 
     def load(self, folder: Path) -> None:
         weights = ckpt.load_weights(folder)
-        for prefix, module in (("encoder", self.nets.encoder), ("decoder", self.nets.decoder),
-                               ("decoder_ema", self.decoder_ema), ("discriminator", self.nets.discriminator)):
+        for prefix, module in self._weight_modules().items():
             ckpt.load_module_weights(module, weights, prefix, folder)
         state = ckpt.load_training_state(folder)
         ranks = state["processes"]
