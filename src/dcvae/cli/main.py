@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10)
     p.set_defaults(func=cmd_interpolate)
 
-    from . import probe
+    from . import evaluate, probe
+    evaluate.add_parser(sub)
     probe.add_parser(sub)
     return parser
 

@@ -1,0 +1,439 @@
+"""`evaluate`: the paper's Table 1 metrics for a checkpoint, with the whole protocol recorded beside every number.
+
+Sampling metrics (fid, kid, is) use `model.sample`: the EMA decoder (unless decoder="live") in eval mode, z ~ N(0, I),
+optionally clipped to [-t, t] (`truncation`; the authors' FID code clips to [-1, 1]). Reconstruction metrics
+(recon_fid, recon_kid, recon_is, pixel, perceptual, lpips) pass the test split through the encoder, sampling z from
+q(z|x) as the authors do (recon_z="mean" uses the posterior mean), and decode; the split is passed as many times as
+needed for `n_recon` images (the authors' reconstruction FID passes the CIFAR-10 test set ~5 times). Both FIDs
+compare with the reference statistics of the checkpoint's data set (`reference_split`, the paper: train), which are
+cached under `<cache>/stats/<sha256 of their inputs>.npz`. Images are streamed batch by batch; nothing is written
+as PNG.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from ..errors import UserError
+from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance_with_root,
+                        inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
+from .weights import cache_root
+
+log = logging.getLogger("dcvae.metrics")
+
+DEFAULT_METRICS = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual")
+METRICS = DEFAULT_METRICS + ("recon_kid", "recon_is", "lpips")
+SAMPLING = ("fid", "kid", "is")
+RECONSTRUCTION = ("recon_fid", "recon_kid", "recon_is", "pixel", "perceptual", "lpips")
+INCEPTION_METRICS = ("fid", "kid", "is", "recon_fid", "recon_kid", "recon_is")
+NEEDS_REFERENCE = ("fid", "kid", "recon_fid", "recon_kid")
+STATS_FORMAT = 1
+
+
+def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
+    """"fid,kid" or ["fid", "kid"] or "all" -> validated names, in the given order, without repeats."""
+    items = [t.strip().lower() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if items == ["all"]:
+        return METRICS
+    unknown = [t for t in items if t not in METRICS]
+    if unknown or not items:
+        raise UserError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from: "
+                        f"{', '.join(METRICS)} (or all)")
+    return tuple(dict.fromkeys(items))
+
+
+class FeatureAccumulator:
+    """Running mean and covariance of features [B, D] in float64, optionally keeping the features (float32: the
+    networks compute in float32, so this loses nothing) for KID."""
+
+    def __init__(self, keep: bool = False):
+        self.keep = keep
+        self.n = 0
+        self.shift: torch.Tensor | None = None
+        self.sum: torch.Tensor | None = None
+        self.outer: torch.Tensor | None = None
+        self.kept: list[torch.Tensor] = []
+
+    def add(self, features: torch.Tensor) -> None:
+        f = features.detach().double().cpu()
+        if self.shift is None:
+            # Accumulating around a rough mean avoids cancellation in sum(x x^T) - n mu mu^T.
+            self.shift = f.mean(0)
+            self.sum = torch.zeros_like(self.shift)
+            self.outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
+        c = f - self.shift
+        self.sum += c.sum(0)
+        self.outer += c.T @ c
+        self.n += len(f)
+        if self.keep:
+            self.kept.append(features.detach().float().cpu())
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean [D], covariance [D, D] with 1/(n-1)), float64."""
+        if self.n < 2:
+            raise UserError(f"FID statistics need at least 2 images, got {self.n}; use a larger N")
+        mean_c = self.sum / self.n
+        cov = (self.outer - self.n * torch.outer(mean_c, mean_c)) / (self.n - 1)
+        return (mean_c + self.shift).numpy(), cov.numpy()
+
+    def features(self) -> np.ndarray:
+        return torch.cat(self.kept).numpy()
+
+
+@dataclass
+class ReferenceStatistics:
+    mu: np.ndarray                   # [D] float64
+    sigma: np.ndarray                # [D, D] float64
+    features: np.ndarray | None      # [N, D] float32, kept when KID needs them
+    n: int
+    path: Path | None                # the cache file
+    from_cache: bool
+    _root: np.ndarray | None = None
+
+    def sigma_sqrt(self) -> np.ndarray:
+        """sqrt(sigma), computed once (an eigendecomposition of a 2048 x 2048 matrix) for FID and recon FID."""
+        if self._root is None:
+            self._root = covariance_sqrt(self.sigma)
+        return self._root
+
+
+def stats_cache_path(key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return cache_root() / "stats" / f"{digest}.npz"
+
+
+def _read_cached(path: Path, key_text: str, need_features: bool) -> ReferenceStatistics | None:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["key"]) != key_text:
+                log.warning("reference statistics %s were written for other inputs; recomputing", path)
+                return None
+            if need_features and "features" not in data.files:
+                return None            # written without features; recomputed once and rewritten with them
+            features = data["features"] if "features" in data.files else None
+            return ReferenceStatistics(data["mu"], data["sigma"], features, int(data["n"]), path, True)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        log.warning("reference statistics %s are unreadable (%s); recomputing", path, e)
+        return None
+
+
+def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write an .npz that readers see whole or not at all: a temporary file in the same folder, then os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def reference_statistics(dataset: Dataset, extractor: Callable[[torch.Tensor], torch.Tensor], n: int, key: dict,
+                         batch_size: int = 64, need_features: bool = False, use_cache: bool = True,
+                         progress: bool = True) -> ReferenceStatistics:
+    """Mean and covariance (and, if `need_features`, the features) of the first `n` images of `dataset`.
+
+    dataset yields (image [C, R, R] in [-1, 1], label); extractor maps images [B, C, R, R] -> features [B, D].
+    `key` names everything the result depends on (data, N, network, weights digest, resizer); its SHA-256 names the
+    cache file, which is read instead of recomputing and written atomically after computing.
+    """
+    if n > len(dataset):
+        raise UserError(f"{n} reference images asked for but the data set has {len(dataset)}; lower --n-real")
+    key = {**key, "n": n, "format": STATS_FORMAT}
+    key_text = json.dumps(key, sort_keys=True)
+    path = stats_cache_path(key)
+    if use_cache and path.is_file():
+        cached = _read_cached(path, key_text, need_features)
+        if cached is not None:
+            log.info("reference statistics from cache %s", path)
+            return cached
+    acc = FeatureAccumulator(keep=need_features)
+    loader = DataLoader(Subset(dataset, range(n)), batch_size=batch_size, shuffle=False)
+    with tqdm(total=n, desc="reference", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for x, _ in loader:
+            acc.add(extractor(x))
+            bar.update(len(x))
+    mu, sigma = acc.statistics()
+    features = acc.features() if need_features else None
+    stats = ReferenceStatistics(mu, sigma, features, n, path if use_cache else None, False)
+    if use_cache:
+        arrays = {"mu": mu, "sigma": sigma, "n": np.array(n), "key": np.array(key_text)}
+        if features is not None:
+            arrays["features"] = features
+        try:
+            _write_atomically(path, arrays)
+        except OSError as e:
+            # A read-only cache costs time on the next run, not correctness: warn and go on.
+            log.warning("could not cache reference statistics at %s (%s); set DCVAE_CACHE to a writable folder", path,
+                        e.strerror or e)
+            stats.path = None
+    return stats
+
+
+def _batches(n: int, batch_size: int) -> Iterable[int]:
+    for start in range(0, n, batch_size):
+        yield min(batch_size, n - start)
+
+
+def _cycled(dataset: Dataset, n: int, batch_size: int) -> Iterable[torch.Tensor]:
+    """Batches of images from `dataset` in order, passing over it again until n images were given."""
+    given = 0
+    while given < n:
+        for x, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            x = x[:n - given]
+            given += len(x)
+            yield x
+            if given >= n:
+                return
+
+
+def _split_of(data_cfg, split: str) -> str | None:
+    return None if data_cfg.dataset == "folder" else split
+
+
+def _run_folder(checkpoint_folder: Path) -> Path | None:
+    run = checkpoint_folder.parent.parent
+    if checkpoint_folder.parent.name == "checkpoints" and (run / "config.json").is_file():
+        return run
+    return None
+
+
+def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None, n_generated: int = 50_000,
+             n_real: int | None = None, reference_split: str = "train", decoder: str = "ema",
+             truncation: float | None = None, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+             inception_path: str | Path | None = None, vgg_path: str | Path | None = None,
+             lpips_path: str | Path | None = None, progress: bool = True, out: str | Path | None = None,
+             overwrite: bool = False, n_recon: int | None = None, recon_split: str = "test",
+             recon_z: str = "sample", resizer: str = "bilinear", kid_subsets: int = 100,
+             kid_subset_size: int = 1000, is_splits: int = 10, use_cache: bool = True) -> dict:
+    """Compute `metrics` for a checkpoint (folder, run folder or checkpoints/ folder) and return them with the
+    protocol; also write them as JSON to `out` (if given) and append a line to the run's metrics.jsonl (if the
+    checkpoint is inside a run folder).
+
+    metrics: names from METRICS, or None for DEFAULT_METRICS, in which case IS is left out (with a note) when the
+    Inception weights hold no classifier; asked for explicitly, it raises UserError instead.
+    n_generated: prior samples for fid/kid/is. n_real: reference images, default the whole reference split.
+    n_recon: reconstructions for the recon_* / pixel / perceptual / lpips metrics, default n_generated.
+    Returns {"metrics": {name: value, ...}, "protocol": {...}, "checkpoint", "iteration", "date", ...}.
+    """
+    import dcvae
+    from ..data import build_dataset
+    from ..model import load
+    from ..training.checkpoint import MANIFEST_FILE, atomic_write_text, resolve_checkpoint
+    from .networks import InceptionFeatures, VGG16Relu43
+
+    started = time.perf_counter()
+    explicit = metrics is not None
+    wanted = list(DEFAULT_METRICS if metrics is None else parse_metrics(metrics))
+    n_recon = n_generated if n_recon is None else n_recon
+    for name, value in (("n_generated", n_generated), ("n_recon", n_recon), ("batch_size", batch_size)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if n_real is not None and n_real < 2:
+        raise UserError(f"n_real must be at least 2 (a covariance needs two images), got {n_real}")
+    if truncation is not None and not truncation > 0:
+        raise UserError(f"truncation must be a positive number (z is clipped to [-t, t]), got {truncation}")
+    if recon_z not in ("sample", "mean"):
+        raise UserError(f"recon_z must be 'sample' (z ~ q(z|x), the authors' choice) or 'mean', got {recon_z!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} asked for but CUDA is not available here; use --device cpu")
+    out_path = Path(out) if out else None
+    if out_path is not None and out_path.exists() and not overwrite:
+        raise UserError(f"{out_path} already exists; choose another output file or pass --overwrite")
+
+    folder = resolve_checkpoint(checkpoint)
+    iteration = json.loads((folder / MANIFEST_FILE).read_text()).get("iteration")
+    model = load(folder, decoder=decoder, device=device)
+    assert not model.training
+    cfg = model.config
+    channels, resolution = cfg.model.image_channels, cfg.model.resolution
+    notes: list[str] = []
+
+    # Everything that can fail for a user reason (weights, data, N) is checked before minutes of computing.
+    inception = None
+    if any(m in INCEPTION_METRICS for m in wanted):
+        inception = InceptionFeatures(inception_path, device=device, resizer=resizer)
+        if not inception.can_classify and any(m in ("is", "recon_is") for m in wanted):
+            if explicit:
+                inception.require_classifier()
+            wanted = [m for m in wanted if m not in ("is", "recon_is")]
+            notes.append(f"IS left out: the Inception weights ({inception.weights.path}) hold no classifier layer; "
+                         "put NVIDIA's inception-2015-12-05.pt in the cache or pass --inception to get IS")
+            log.warning(notes[-1])
+    for prefix, n in (("", n_generated), ("recon_", n_recon)):
+        if n < 2 and any(f"{prefix}{m}" in wanted for m in ("fid", "kid")):
+            raise UserError(f"{prefix}fid and {prefix}kid need at least 2 images, got {n}")
+        if n < is_splits and f"{prefix}is" in wanted:
+            raise UserError(f"{prefix}is with {is_splits} splits needs at least {is_splits} images, got {n}")
+    vgg = None
+    if "perceptual" in wanted or "lpips" in wanted:
+        vgg = VGG16Relu43(vgg_path, device=device, lpips="lpips" in wanted, lpips_path=lpips_path)
+
+    recon_data = None
+    if any(m in RECONSTRUCTION for m in wanted):
+        recon_data = build_dataset(cfg.data, channels, resolution, split=recon_split)
+        if len(recon_data) == 0:
+            raise UserError(f"the {recon_split} split holds no images; choose another --recon-split")
+    reference = None
+    reference_info: dict = {}
+    if any(m in NEEDS_REFERENCE for m in wanted):
+        ref_data = build_dataset(cfg.data, channels, resolution, split=reference_split)
+        n_ref = len(ref_data) if n_real is None else n_real
+        if n_ref > len(ref_data):
+            raise UserError(f"--n-real {n_ref} is larger than the reference data ({ref_data.description}); use at "
+                            f"most {len(ref_data)}")
+        key = {"dataset": cfg.data.dataset, "split": _split_of(cfg.data, reference_split),
+               "root": str(Path(cfg.data.root).expanduser().resolve()) if cfg.data.root else "",
+               "source": getattr(ref_data, "description", ""), "resolution": resolution, "channels": channels,
+               "selection": "first N in data-set order", "network": "inception-2015-12-05 pool3",
+               "weights_sha256": inception.weights.sha256, "resizer": inception.protocol()["resizer"],
+               "input": inception.protocol()["input"]}
+        reference = reference_statistics(ref_data, inception, n_ref, key, batch_size,
+                                         need_features=any(m in ("kid", "recon_kid") for m in wanted),
+                                         use_cache=use_cache, progress=progress)
+        reference_info = {"dataset": cfg.data.dataset, "split": key["split"], "root": key["root"],
+                          "description": key["source"], "n_real": n_ref, "selection": key["selection"],
+                          "statistics_cache": str(reference.path) if reference.path else None,
+                          "statistics_from_cache": reference.from_cache}
+
+    values: dict[str, float] = {}
+    with torch.no_grad():
+        if any(m in SAMPLING for m in wanted):
+            acc = FeatureAccumulator(keep="kid" in wanted)
+            probs: list[torch.Tensor] = []
+            generator = torch.Generator(device=model.device).manual_seed(seed)
+            with tqdm(total=n_generated, desc="samples", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+                for b in _batches(n_generated, batch_size):
+                    x = model.sample(b, truncation=truncation, generator=generator)
+                    if "is" in wanted:
+                        f, p = inception.features_and_probabilities(x)
+                        probs.append(p)
+                    else:
+                        f = inception(x)
+                    acc.add(f)
+                    bar.update(b)
+            _set_inception_values(values, "", wanted, acc, probs, reference, kid_subsets, kid_subset_size, is_splits,
+                                  seed)
+
+        if recon_data is not None:
+            acc = FeatureAccumulator(keep="recon_kid" in wanted)
+            probs = []
+            pixel, percept, lp = [], [], []
+            need_features = any(m in ("recon_fid", "recon_kid", "recon_is") for m in wanted)
+            generator = torch.Generator(device=model.device).manual_seed(seed + 1)
+            with tqdm(total=n_recon, desc="reconstructions", unit="img", disable=not progress,
+                      dynamic_ncols=True) as bar:
+                for x in _cycled(recon_data, n_recon, batch_size):
+                    x = x.to(model.device)
+                    rec = model.decode(model.encode(x, sample=recon_z == "sample", generator=generator))
+                    if "recon_is" in wanted:
+                        f, p = inception.features_and_probabilities(rec)
+                        probs.append(p)
+                        acc.add(f)
+                    elif need_features:
+                        acc.add(inception(rec))
+                    if "pixel" in wanted:
+                        pixel.append(pixel_distance(x, rec).cpu())
+                    if "perceptual" in wanted:
+                        percept.append(perceptual_distance(vgg(x), vgg(rec)).cpu())
+                    if "lpips" in wanted:
+                        lp.append(vgg.lpips(x, rec))
+                    bar.update(len(x))
+            if need_features:
+                _set_inception_values(values, "recon_", wanted, acc, probs, reference, kid_subsets, kid_subset_size,
+                                      is_splits, seed)
+            for name, parts in (("pixel", pixel), ("perceptual", percept), ("lpips", lp)):
+                if parts:
+                    values[name] = float(torch.cat(parts).mean())
+
+    protocol: dict = {
+        "metrics": wanted,
+        "decoder": "EMA decoder weights" if decoder == "ema" else "live decoder weights",
+        "mode": "eval (BatchNorm running statistics, no dropout)",
+        "device": str(device), "batch_size": batch_size, "seed": seed,
+    }
+    if any(m in SAMPLING for m in wanted):
+        protocol["sampling"] = {"n_generated": n_generated, "latent": "z ~ N(0, I)", "truncation": truncation,
+                                "truncation_rule": "z clipped to [-t, t]" if truncation else "none",
+                                "seed": seed}
+    if recon_data is not None:
+        protocol["reconstruction"] = {
+            "split": _split_of(cfg.data, recon_split), "description": getattr(recon_data, "description", ""),
+            "n_recon": n_recon, "passes": n_recon / len(recon_data),
+            "z": "sampled from q(z|x) (reparameterised)" if recon_z == "sample" else "posterior mean",
+            "seed": seed + 1}
+    if inception is not None:
+        protocol["inception"] = inception.protocol()
+    if reference_info:
+        protocol["reference"] = reference_info
+    if "kid" in wanted or "recon_kid" in wanted:
+        protocol["kid"] = {"kernel": "k(x, y) = (x.y / 2048 + 1)^3", "estimator": "unbiased MMD^2",
+                           "subsets": kid_subsets, "subset_size": f"min({kid_subset_size}, n_real, n_generated)",
+                           "reported": "mean and std (ddof=0) over subsets, raw (not x1000)"}
+    if "is" in wanted or "recon_is" in wanted:
+        protocol["is"] = {"splits": is_splits, "probabilities": "softmax of the 1008 logits without output bias "
+                          "(as the original TF code and stylegan2-ada)"}
+    if vgg is not None:
+        protocol["vgg"] = vgg.protocol()
+    if "pixel" in wanted:
+        protocol["pixel"] = PIXEL_DEFINITION
+    if "perceptual" in wanted:
+        protocol["perceptual"] = PERCEPTUAL_DEFINITION
+
+    result = {
+        "metrics": values, "checkpoint": str(folder), "iteration": iteration,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "dcvae_version": dcvae.__version__,
+        "torch_version": torch.__version__, "wall_seconds": round(time.perf_counter() - started, 1),
+        "notes": notes, "protocol": protocol,
+    }
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_path, json.dumps(result, indent=2) + "\n")
+    run = _run_folder(folder)
+    if run is not None:
+        record = {"iteration": iteration, "event": "evaluate", "date": result["date"],
+                  **{f"eval/{k}": round(v, 6) for k, v in values.items()},
+                  "eval/n_generated": n_generated if any(m in SAMPLING for m in wanted) else None,
+                  "eval/n_real": reference_info.get("n_real"), "eval/n_recon": n_recon if recon_data else None,
+                  "eval/reference_split": reference_info.get("split"), "eval/decoder": decoder,
+                  "eval/truncation": truncation, "eval/seed": seed,
+                  "eval/result": str(out_path) if out_path else None}
+        # One write of one line in append mode: a concurrent training process's lines are not interleaved with it.
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return result
+
+
+def _set_inception_values(values: dict[str, float], prefix: str, wanted: list[str], acc: FeatureAccumulator,
+                          probs: list[torch.Tensor], reference: ReferenceStatistics | None, kid_subsets: int,
+                          kid_subset_size: int, is_splits: int, seed: int) -> None:
+    if f"{prefix}fid" in wanted:
+        mu, sigma = acc.statistics()
+        values[f"{prefix}fid"] = frechet_distance_with_root(reference.mu, reference.sigma, reference.sigma_sqrt(),
+                                                            mu, sigma)
+    if f"{prefix}kid" in wanted:
+        mean, std = kernel_inception_distance(reference.features, acc.features(), kid_subsets, kid_subset_size, seed)
+        values[f"{prefix}kid"], values[f"{prefix}kid_std"] = mean, std
+    if f"{prefix}is" in wanted:
+        mean, std = inception_score(torch.cat(probs), is_splits)
+        values[f"{prefix}is"], values[f"{prefix}is_std"] = mean, std
+    for v in values.values():
+        if not math.isfinite(v):
+            log.warning("a metric is not finite (%s); the images may contain NaN", values)
+            break
