@@ -10,17 +10,19 @@ from torch import nn
 from .config import Config
 from .errors import UserError
 from .networks import build_networks
-from .training.checkpoint import load_config_dict, load_module_weights, load_weights, resolve_checkpoint
+from .training.checkpoint import (load_config_dict, load_module_weights, load_weights, resolve_checkpoint,
+                                  verify_checkpoint)
 
 
 class DCVAE(nn.Module):
     """Encoder q(z|x) and decoder f(z) of a trained DC-VAE (the EMA decoder unless asked otherwise)."""
 
-    def __init__(self, config: Config, encoder: nn.Module, decoder: nn.Module):
+    def __init__(self, config: Config, encoder: nn.Module, decoder: nn.Module, model_id: str = ""):
         super().__init__()
         self.config = config
         self.encoder = encoder
         self.decoder = decoder
+        self.model_id = model_id  # SHA-256 of the checkpoint's model.safetensors: what latent-space files belong to
 
     @property
     def latent_dim(self) -> int:
@@ -91,12 +93,13 @@ class DCVAE(nn.Module):
         if decoder not in ("ema", "live"):
             raise UserError(f"decoder must be 'ema' or 'live', got {decoder!r}")
         folder = resolve_checkpoint(path)
+        model_id = verify_checkpoint(folder)["sha256"]["model.safetensors"]
         config = Config.from_dict(load_config_dict(folder))
         weights = load_weights(folder)
         nets = build_networks(config.model)
         load_module_weights(nets.encoder, weights, "encoder", folder)
         load_module_weights(nets.decoder, weights, "decoder_ema" if decoder == "ema" else "decoder", folder)
-        return cls(config, nets.encoder, nets.decoder).to(device).eval()
+        return cls(config, nets.encoder, nets.decoder, model_id).to(device).eval()
 
 
 def load(path: str | Path, decoder: str = "ema", device: str | torch.device = "cpu") -> DCVAE:

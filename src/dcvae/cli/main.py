@@ -80,82 +80,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(args: argparse.Namespace):
-    from ..model import load
-    return load(args.checkpoint, decoder=args.decoder, device=args.device)
-
-
-def _output_path(path: str, overwrite: bool) -> Path:
-    out = Path(path)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
-    if out.suffix.lower() not in (".png", ".gif"):
-        raise UserError(f"--out must end in .png (or .gif where offered), got {out.name}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-    from ..training.run_dir import write_image_grid
-
-    out = _output_path(args.out, args.overwrite)
-    model = _load(args)
-    images = model.sample(args.n, truncation=args.truncation,
-                          generator=torch.Generator(device=model.device).manual_seed(args.seed))
-    write_image_grid(images, out, nrow=args.nrow)
-    print(f"wrote {args.n} samples to {out}")
-    return 0
-
-
-def _input_images(model, args: argparse.Namespace, count: int):
-    """Images from --images (files or a folder) or from the model's data set (--split), [N, C, 32, 32]."""
-    import torch
-    from ..config import DataConfig
-    from ..data import build_dataset
-
-    m = model.config.model
-    if args.images:
-        paths = [Path(p) for p in args.images]
-        if len(paths) == 1 and paths[0].is_dir():
-            data = DataConfig(dataset="folder", root=str(paths[0]))
-            dataset = build_dataset(data, m.image_channels, m.resolution)
-            return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
-        from ..data.datasets import load_image
-        return torch.stack([load_image(p, m.image_channels, m.resolution) for p in paths])
-    data = model.config.data
-    dataset = build_dataset(data, m.image_channels, m.resolution, split=args.split)
-    return torch.stack([dataset[i][0] for i in range(min(count, len(dataset)))])
-
-
-def cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
-    from ..training.run_dir import write_image_grid
-
-    out = _output_path(args.out, args.overwrite)
-    model = _load(args)
-    x = _input_images(model, args, args.n)
-    rec = model.reconstruct(x)
-    write_image_grid(torch.stack([x.to(rec.device), rec], dim=1).flatten(0, 1), out, nrow=2 * args.per_row)
-    print(f"wrote {len(x)} inputs and reconstructions (side by side) to {out}")
-    return 0
-
-
-def cmd_interpolate(args: argparse.Namespace) -> int:
-    from ..training.run_dir import write_image_grid
-
-    out = _output_path(args.out, args.overwrite)
-    model = _load(args)
-    x = _input_images(model, args, 2 * args.pairs)
-    if len(x) < 2 or len(x) % 2:
-        raise UserError(f"interpolation needs pairs of images; got {len(x)}")
-    a, b = x[0::2], x[1::2]
-    frames = model.interpolate(a, b, steps=args.steps)          # [pairs, steps, C, H, W]
-    write_image_grid(frames.flatten(0, 1), out, nrow=args.steps)
-    print(f"wrote {len(a)} interpolation(s) of {args.steps} steps to {out}")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dcvae", description="DC-VAE: train, inspect and use models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -175,40 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    def checkpoint_args(p: argparse.ArgumentParser, default_out: str) -> None:
-        p.add_argument("checkpoint", help="run folder or checkpoint folder")
-        p.add_argument("--out", default=default_out, help=f"PNG to write (default {default_out})")
-        p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-        p.add_argument("--decoder", choices=("ema", "live"), default="ema", help="EMA (default) or live decoder")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-
-    def image_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--images", nargs="+", metavar="PATH", help="image files or one folder (default: data set)")
-        p.add_argument("--split", default="test", help="data-set split when --images is not given (default test)")
-
-    p = sub.add_parser("sample", help="random samples from the prior, as a PNG grid")
-    checkpoint_args(p, "samples.png")
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--nrow", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truncation", type=float, default=None, help="clip z to [-t, t] (the authors' FID uses 1)")
-    p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("reconstruct", help="inputs and their reconstructions, as a PNG grid")
-    checkpoint_args(p, "reconstructions.png")
-    image_args(p)
-    p.add_argument("--n", type=int, default=32)
-    p.add_argument("--per-row", type=int, default=8, help="input/reconstruction pairs per row")
-    p.set_defaults(func=cmd_reconstruct)
-
-    p = sub.add_parser("interpolate", help="linear blends between pairs of images, as a PNG grid")
-    checkpoint_args(p, "interpolation.png")
-    image_args(p)
-    p.add_argument("--pairs", type=int, default=4)
-    p.add_argument("--steps", type=int, default=10)
-    p.set_defaults(func=cmd_interpolate)
-
-    from . import evaluate, probe
+    from . import evaluate, images, probe
+    images.add_parsers(sub)
     evaluate.add_parser(sub)
     probe.add_parser(sub)
     return parser
