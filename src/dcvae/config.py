@@ -74,6 +74,10 @@ class TrainConfig:
     image_every: int = 1000
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
+    eval_every: int = 0                  # evaluate the checkpoint of every N-th iteration (a multiple of
+                                         # checkpoint_every) with dcvae.metrics.evaluate; 0 = off
+    eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])   # names as `dcvae evaluate --metrics`
+    eval_n: int = 1000                   # generated, reference and reconstructed images (PPL: pairs) per evaluation
 
 
 @dataclass
@@ -132,6 +136,20 @@ class Config:
             raise UserError(f"train.betas needs two values, got {t.betas}; e.g. --set train.betas=0,0.9")
         if m.backbone == "compact32" and m.gen_width < 2:
             raise UserError("model.gen_width must be at least 2 for the compact backbone")
+        if t.eval_every < 0:
+            raise UserError(f"train.eval_every must be 0 (off) or a positive number of iterations, got {t.eval_every}")
+        if t.eval_every:
+            if t.eval_every % t.checkpoint_every:
+                raise UserError(f"train.eval_every={t.eval_every} is not a multiple of train.checkpoint_every="
+                                f"{t.checkpoint_every}: periodic evaluation evaluates the checkpoint written at that "
+                                f"iteration; use e.g. --set train.eval_every={t.checkpoint_every}")
+            from .metrics.evaluate import parse_metrics   # torch is imported only when evaluation is on
+            try:
+                parse_metrics(t.eval_metrics)
+            except UserError as e:
+                raise UserError(f"train.eval_metrics: {e}") from None
+            if t.eval_n < 2:
+                raise UserError(f"train.eval_n must be at least 2 (FID and KID need two images), got {t.eval_n}")
         return self
 
 

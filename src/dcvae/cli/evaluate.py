@@ -1,4 +1,5 @@
-"""`dcvae evaluate`: FID / KID / IS (sampling and reconstruction), pixel and perceptual distances of a checkpoint."""
+"""`dcvae evaluate`: FID / KID / IS (sampling and reconstruction), pixel and perceptual distances and perceptual path
+length of a checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ from ..errors import UserError
 
 # Written out rather than imported so that building the parser does not import torch (every command builds it);
 # tests check them against dcvae.metrics.evaluate.METRICS / DEFAULT_METRICS and networks.RESIZERS.
-METRIC_NAMES = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual", "recon_kid", "recon_is", "lpips")
+METRIC_NAMES = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual", "recon_kid", "recon_is", "lpips", "ppl_z",
+                "ppl_encoded", "ppl_z_end", "ppl_encoded_end")
 DEFAULT_METRIC_NAMES = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual")
 RESIZER_NAMES = ("bilinear", "bicubic", "nearest")
 
@@ -27,10 +29,12 @@ def add_parser(subparsers) -> None:
                    help=f"comma-separated, from: {', '.join(METRIC_NAMES)}, or all (default "
                         f"{','.join(DEFAULT_METRIC_NAMES)}; "
                         "by default IS is left out with a note when the Inception weights have no classifier)")
-    p.add_argument("--n", type=int, default=50_000, help="generated images (default 50000, as the paper)")
+    p.add_argument("--n", type=int, default=50_000,
+                   help="generated images, and latent pairs for ppl_z (default 50000, as the paper)")
     p.add_argument("--n-real", type=int, default=None, help="reference images (default: the whole split)")
     p.add_argument("--n-recon", type=int, default=None,
-                   help="reconstructions, cycling over the test split (default: --n)")
+                   help="reconstructions, cycling over the test split, and image pairs for ppl_encoded "
+                        "(default: --n)")
     p.add_argument("--split", default="train", help="reference split for FID/KID (default train, as the paper)")
     p.add_argument("--recon-split", default="test", help="split that is reconstructed (default test)")
     p.add_argument("--recon-z", choices=("sample", "mean"), default="sample",

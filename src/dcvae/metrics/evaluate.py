@@ -6,8 +6,10 @@ optionally clipped to [-t, t] (`truncation`; the authors' FID code clips to [-1,
 q(z|x) as the authors do (recon_z="mean" uses the posterior mean), and decode; the split is passed as many times as
 needed for `n_recon` images (the authors' reconstruction FID passes the CIFAR-10 test set ~5 times). Both FIDs
 compare with the reference statistics of the checkpoint's data set (`reference_split`, the paper: train), which are
-cached under `<cache>/stats/<sha256 of their inputs>.npz`. Images are streamed batch by batch; nothing is written
-as PNG.
+cached under `<cache>/stats/<sha256 of their inputs>.npz`. Perceptual path length (ppl_z, ppl_encoded and
+their "_end" variants; see ppl.py) uses LPIPS-VGG on the decoder's images, with n_generated pairs of prior samples
+(slerp in z) or n_recon pairs of encoder means of random images of the recon split (lerp). Images are streamed batch
+by batch; nothing is written as PNG.
 """
 from __future__ import annotations
 
@@ -30,17 +32,22 @@ from tqdm import tqdm
 from ..errors import UserError
 from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance_with_root,
                         inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
+from .ppl import EPSILON, PPL_DEFINITION, SLERP_DEFINITION, path_length_samples, percentile_filter
 from .weights import cache_root
 
 log = logging.getLogger("dcvae.metrics")
 
 DEFAULT_METRICS = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual")
-METRICS = DEFAULT_METRICS + ("recon_kid", "recon_is", "lpips")
+PPL = ("ppl_z", "ppl_encoded", "ppl_z_end", "ppl_encoded_end")
+METRICS = DEFAULT_METRICS + ("recon_kid", "recon_is", "lpips") + PPL
 SAMPLING = ("fid", "kid", "is")
 RECONSTRUCTION = ("recon_fid", "recon_kid", "recon_is", "pixel", "perceptual", "lpips")
 INCEPTION_METRICS = ("fid", "kid", "is", "recon_fid", "recon_kid", "recon_is")
 NEEDS_REFERENCE = ("fid", "kid", "recon_fid", "recon_kid")
 STATS_FORMAT = 1
+# Seed offsets of the metrics' own generators (sampling: seed, reconstructions: seed + 1), so that each metric's
+# draws do not depend on which other metrics are computed.
+PPL_SEED_OFFSET = {"ppl_z": 2, "ppl_encoded": 3, "ppl_z_end": 2, "ppl_encoded_end": 3}
 
 
 def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -228,8 +235,9 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
 
     metrics: names from METRICS, or None for DEFAULT_METRICS, in which case IS is left out (with a note) when the
     Inception weights hold no classifier; asked for explicitly, it raises UserError instead.
-    n_generated: prior samples for fid/kid/is. n_real: reference images, default the whole reference split.
-    n_recon: reconstructions for the recon_* / pixel / perceptual / lpips metrics, default n_generated.
+    n_generated: prior samples for fid/kid/is, and latent pairs for ppl_z(_end). n_real: reference images, default
+    the whole reference split. n_recon: reconstructions for the recon_* / pixel / perceptual / lpips metrics, and
+    image pairs for ppl_encoded(_end), default n_generated.
     Returns {"metrics": {name: value, ...}, "protocol": {...}, "checkpoint", "iteration", "date", ...}.
     """
     import dcvae
@@ -282,14 +290,21 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         if n < is_splits and f"{prefix}is" in wanted:
             raise UserError(f"{prefix}is with {is_splits} splits needs at least {is_splits} images, got {n}")
     vgg = None
-    if "perceptual" in wanted or "lpips" in wanted:
-        vgg = VGG16Relu43(vgg_path, device=device, lpips="lpips" in wanted, lpips_path=lpips_path)
+    ppl_wanted = [m for m in wanted if m in PPL]
+    if "perceptual" in wanted or "lpips" in wanted or ppl_wanted:
+        vgg = VGG16Relu43(vgg_path, device=device, lpips="lpips" in wanted or bool(ppl_wanted),
+                          lpips_path=lpips_path)
 
     recon_data = None
-    if any(m in RECONSTRUCTION for m in wanted):
+    reconstructing = any(m in RECONSTRUCTION for m in wanted)
+    ppl_encoded = any(m.startswith("ppl_encoded") for m in wanted)
+    if reconstructing or ppl_encoded:
         recon_data = build_dataset(cfg.data, channels, resolution, split=recon_split)
         if len(recon_data) == 0:
             raise UserError(f"the {recon_split} split holds no images; choose another --recon-split")
+        if ppl_encoded and len(recon_data) < 2:
+            raise UserError(f"ppl_encoded needs pairs of distinct images but the {recon_split} split holds one; "
+                            "choose another --recon-split")
     reference = None
     reference_info: dict = {}
     if any(m in NEEDS_REFERENCE for m in wanted):
@@ -331,7 +346,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
             _set_inception_values(values, "", wanted, acc, probs, reference, kid_subsets, kid_subset_size, is_splits,
                                   seed)
 
-        if recon_data is not None:
+        if reconstructing:
             acc = FeatureAccumulator(keep="recon_kid" in wanted)
             probs = []
             pixel, percept, lp = [], [], []
@@ -362,6 +377,13 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
                 if parts:
                     values[name] = float(torch.cat(parts).mean())
 
+        ppl_kept: dict[str, int] = {}
+        for name in ppl_wanted:
+            samples = _ppl_samples(model, name, n_generated if name.startswith("ppl_z") else n_recon, batch_size,
+                                   seed + PPL_SEED_OFFSET[name], vgg, recon_data, progress)
+            kept = percentile_filter(samples)
+            values[name], ppl_kept[name] = float(kept.mean()), int(kept.size)
+
     protocol: dict = {
         "metrics": wanted,
         "decoder": "EMA decoder weights" if decoder == "ema" else "live decoder weights",
@@ -372,7 +394,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         protocol["sampling"] = {"n_generated": n_generated, "latent": "z ~ N(0, I)", "truncation": truncation,
                                 "truncation_rule": "z clipped to [-t, t]" if truncation else "none",
                                 "seed": seed}
-    if recon_data is not None:
+    if reconstructing:
         protocol["reconstruction"] = {
             "split": _split_of(cfg.data, recon_split), "description": getattr(recon_data, "description", ""),
             "n_recon": n_recon, "passes": n_recon / len(recon_data),
@@ -395,6 +417,27 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         protocol["pixel"] = PIXEL_DEFINITION
     if "perceptual" in wanted:
         protocol["perceptual"] = PERCEPTUAL_DEFINITION
+    if ppl_wanted:
+        protocol["ppl"] = {
+            "definition": PPL_DEFINITION, "epsilon": EPSILON, "distance": "LPIPS v0.1 VGG (protocol['vgg']['lpips'])",
+            "images": "decoded at their native resolution, no crop or resize (StyleGAN crops faces and resizes "
+                      "to 256x256 before LPIPS)",
+            "filter": {"low_percentile": 1, "high_percentile": 99, "kept": ppl_kept},
+            "t": "full: t ~ U(0, 1); end: t = 0 (StyleGAN draws t and multiplies it by 0); the step is t -> t + eps",
+            "random": "one CPU torch.Generator per metric (the _end variant uses the same seed, hence the same "
+                      "pairs); per batch: the pair, then t"}
+        for name in ppl_wanted:
+            if name.startswith("ppl_z"):
+                protocol["ppl"][name] = {"n": n_generated, "latents": "z1, z2 ~ N(0, I) independently, not truncated",
+                                         "path": "slerp(z1, z2, t)", "slerp": SLERP_DEFINITION,
+                                         "seed": seed + PPL_SEED_OFFSET[name]}
+            else:
+                protocol["ppl"][name] = {
+                    "n": n_recon, "split": _split_of(cfg.data, recon_split),
+                    "description": getattr(recon_data, "description", ""),
+                    "pairs": "two distinct images, i uniform, j uniform among the others; pairs drawn independently",
+                    "latents": "encoder means (posterior mean of q(z|x))", "path": "lerp: (1 - t) mu1 + t mu2",
+                    "seed": seed + PPL_SEED_OFFSET[name]}
 
     result = {
         "metrics": values, "checkpoint": str(folder), "iteration": iteration,
@@ -409,7 +452,8 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     if run is not None:
         record = {"iteration": iteration, "event": "evaluate", "date": result["date"],
                   **{f"eval/{k}": round(v, 6) for k, v in values.items()},
-                  "eval/n_generated": n_generated if any(m in SAMPLING for m in wanted) else None,
+                  "eval/n_generated": n_generated if any(m in SAMPLING or m.startswith("ppl_z") for m in wanted)
+                  else None,
                   "eval/n_real": reference_info.get("n_real"), "eval/n_recon": n_recon if recon_data else None,
                   "eval/reference_split": reference_info.get("split"), "eval/decoder": decoder,
                   "eval/truncation": truncation, "eval/seed": seed,
@@ -418,6 +462,55 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         with open(run / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
     return result
+
+
+def preflight(metrics: Sequence[str] | str, inception_path: str | Path | None = None,
+              vgg_path: str | Path | None = None, lpips_path: str | Path | None = None) -> tuple[str, ...]:
+    """Check now, in seconds, what would make `evaluate(..., metrics=metrics)` fail later for a user reason: the
+    metric names and the weight files they need (found and verified as `evaluate` does; for IS, the Inception
+    classifier). Computes nothing. Returns the parsed names. Used before training with periodic evaluation."""
+    from .networks import InceptionFeatures
+    from .weights import resolve_weights
+
+    wanted = parse_metrics(metrics)
+    if "is" in wanted or "recon_is" in wanted:
+        InceptionFeatures(inception_path).require_classifier()
+    elif any(m in INCEPTION_METRICS for m in wanted):
+        resolve_weights("inception", inception_path)
+    if any(m in ("perceptual", "lpips") + PPL for m in wanted):
+        resolve_weights("vgg16", vgg_path)
+    if any(m in ("lpips",) + PPL for m in wanted):
+        resolve_weights("lpips_vgg", lpips_path)
+    return wanted
+
+
+def _ppl_samples(model, name: str, n: int, batch_size: int, seed: int, vgg, data: Dataset | None,
+                 progress: bool) -> torch.Tensor:
+    """The n PPL samples [n] (float64) of metric `name` (one of PPL), before filtering. Draws come from a CPU
+    generator seeded with `seed`, so the pairs and t do not depend on the device."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    with tqdm(total=n, desc=name, unit="pair", disable=not progress, dynamic_ncols=True) as bar:
+        for b in _batches(n, batch_size):
+            if name.startswith("ppl_z"):
+                a = torch.randn(b, model.latent_dim, generator=generator, dtype=torch.float64)
+                c = torch.randn(b, model.latent_dim, generator=generator, dtype=torch.float64)
+                interpolation = "slerp"
+            else:
+                i = torch.randint(len(data), (b,), generator=generator)
+                # j uniform among the other images: a pair of one image would be a path of length 0.
+                j = (i + torch.randint(1, len(data), (b,), generator=generator)) % len(data)
+                x = torch.stack([data[k][0] for k in torch.cat([i, j]).tolist()])
+                mu = model.encode(x)
+                a, c = mu[:b], mu[b:]
+                interpolation = "lerp"
+            t = torch.rand(b, generator=generator, dtype=torch.float64)
+            if name.endswith("_end"):
+                t = torch.zeros_like(t)
+            samples.append(path_length_samples(model.decode, vgg.lpips, a.to(model.device), c.to(model.device),
+                                               t.to(model.device), interpolation))
+            bar.update(b)
+    return torch.cat(samples)
 
 
 def _set_inception_values(values: dict[str, float], prefix: str, wanted: list[str], acc: FeatureAccumulator,

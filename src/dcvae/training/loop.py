@@ -243,6 +243,31 @@ class Trainer:
             writer.add_image("samples", grid_s, self.iteration)
 
 
+def _periodic_evaluation(cfg: Config, acc: Accelerator, checkpoint: Path | None, writer, iteration: int) -> None:
+    """Rank 0 evaluates the checkpoint just written with `dcvae.metrics.evaluate` (the code of `dcvae evaluate`),
+    which appends its line to the run's metrics.jsonl; the values also go to TensorBoard as eval/<metric>.
+
+    The training state is not touched: evaluate loads its own copy of the weights from the checkpoint, in eval
+    mode, and draws from its own seeded generators. Building networks and iterating DataLoaders do draw from the
+    global random generators, which the checkpoints save, so those are restored afterwards. The other ranks wait.
+    """
+    t = cfg.train
+    if acc.is_main_process:
+        from ..metrics.evaluate import evaluate
+        state = _rng_state()
+        try:
+            # eval_n reference images as well: the whole training split through Inception would take an hour on a
+            # CPU; the reference statistics are cached after the first evaluation.
+            result = evaluate(checkpoint, metrics=t.eval_metrics, n_generated=t.eval_n, n_real=t.eval_n,
+                              n_recon=t.eval_n, seed=t.seed, device=str(acc.device), progress=False)
+        finally:
+            _set_rng_state(state)
+        for name, value in result["metrics"].items():
+            writer.add_scalar(f"eval/{name}", value, iteration)
+        log.info("iteration %d: %s", iteration, ", ".join(f"{k} {v:.4g}" for k, v in result["metrics"].items()))
+    acc.wait_for_everyone()
+
+
 def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, progress: bool = True
           ) -> dict[str, Any]:
     """Train `cfg` into `run_dir`; `resume` = True (newest checkpoint of run_dir) or a checkpoint path.
@@ -269,6 +294,10 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
                         if saved[section].get(k) != v}
                 raise UserError(f"cannot resume {resume_from} with a different {section} configuration "
                                 f"(checkpoint vs now: {diff}); only train.* settings may change on resume")
+    if cfg.train.eval_every and acc.is_main_process:
+        # Missing metric weights fail now (before the run folder exists) rather than hours into the run.
+        from ..metrics.evaluate import preflight
+        preflight(cfg.train.eval_metrics)
     if acc.is_main_process:
         prepare_run_dir(run_dir, cfg, resuming=resume_from is not None)
     acc.wait_for_everyone()
@@ -317,7 +346,9 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
             if main and (it % t.image_every == 0 or it == t.iterations):
                 trainer.write_images(run_dir, writer, fixed_x, fixed_z)
             if it % t.checkpoint_every == 0 or it == t.iterations:
-                trainer.save(run_dir)
+                checkpoint = trainer.save(run_dir)
+                if t.eval_every and it % t.eval_every == 0:
+                    _periodic_evaluation(cfg, acc, checkpoint, writer, it)
     finally:
         bar.close()
         if writer is not None:
