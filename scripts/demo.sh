@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: train DC-VAE on the real MNIST on the CPU (about 10 minutes on 2 cores), then write
-# reconstruction, sample and interpolation grids and a short summary into a new run folder.
+# reconstruction, sample and interpolation grids, an interpolation GIF, an attribute-edit grid and a short summary
+# into a new run folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DCVAE=.venv/bin/dcvae
@@ -22,7 +23,10 @@ fi
 mv "$run.train.log" "$run/train.log"
 "$DCVAE" reconstruct "$run" --out "$run/demo-reconstructions.png"
 "$DCVAE" sample "$run" --out "$run/demo-samples.png"
-"$DCVAE" interpolate "$run" --out "$run/demo-interpolation.png"
+"$DCVAE" interpolate "$run" --out "$run/demo-interpolation.png" --gif "$run/demo-interpolation.gif"
+# An attribute edit as in the paper's A.2, with a class of MNIST as the attribute: the mean latent of 7s minus
+# the mean latent of other digits, added to test digits at increasing strength.
+"$DCVAE" edit "$run" --class 7 --save-direction "$run/direction-class7.safetensors" --out "$run/demo-edit.png"
 .venv/bin/python - "$run" <<'PY'
 import json, sys
 run = sys.argv[1]
