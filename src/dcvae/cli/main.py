@@ -99,10 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from . import evaluate, images, probe, serve
+    from . import ablate, evaluate, images, probe, serve
     images.add_parsers(sub)
     evaluate.add_parser(sub)
     probe.add_parser(sub)
+    ablate.add_parser(sub)   # ablate and sweep-negatives
     serve.add_parser(sub)
     return parser
 

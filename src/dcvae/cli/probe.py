@@ -25,44 +25,24 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UserError(f"{name} expects comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise UserError(f"{name} needs positive integers, got {text!r}")
-    return values
-
-
 def _train_grid(args: argparse.Namespace, out: Path) -> dict[tuple[str, int], list[str]]:
     """Train every (variant, latent size, trial) run that is not finished yet; finished ones are reused and
     interrupted ones resumed, so the command can be stopped and started again."""
-    from ..config import VARIANTS, apply_overrides, parse_set_arguments, resolve
-    from ..training import train
-    from ..training.checkpoint import list_checkpoints
+    from ..config import apply_overrides, parse_set_arguments, resolve
+    from ..experiments.runs import parse_ints, parse_variants, train_or_reuse
 
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in variants:
-        if v not in VARIANTS:
-            raise UserError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    variants = parse_variants(args.variants)
     if args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
     overrides = parse_set_arguments(args.overrides)
     runs: dict[tuple[str, int], list[str]] = {}
     for variant in variants:
-        for dim in _ints(args.latent_dims, "--latent-dims"):
+        for dim in parse_ints(args.latent_dims, "--latent-dims"):
             for trial in range(args.trials):
                 cfg = resolve(args.preset, None, overrides)
                 apply_overrides(cfg, {"objective.variant": variant, "model.latent_dim": dim, "train.seed": trial})
-                cfg.validate()
-                run_dir = out / f"{variant}-z{dim}-trial{trial}"
-                summary = run_dir / "summary.json"
-                done = summary.is_file() and json.loads(summary.read_text())["iterations"] >= cfg.train.iterations
-                if not done:
-                    resume = bool(list_checkpoints(run_dir / "checkpoints"))
-                    print(f"probe: training {run_dir.name} ({'resuming' if resume else 'new'})", flush=True)
-                    train(cfg, run_dir, resume=resume or None, progress=not args.no_progress)
+                run_dir = train_or_reuse(cfg, out / f"{variant}-z{dim}-trial{trial}", progress=not args.no_progress,
+                                         label="probe")
                 runs.setdefault((variant, dim), []).append(str(run_dir))
     return runs
 

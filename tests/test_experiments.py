@@ -1,0 +1,186 @@
+"""`dcvae ablate` (Table 1, Figure 3), `dcvae sweep-negatives` (Figure 7) and the shared train-or-reuse of runs, on
+runs of 2 iterations of tiny networks on the real MNIST, with metrics on 8 images."""
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dcvae.cli.main as cli_main
+from dcvae.cli import ablate as ablate_cli
+from dcvae.errors import UserError
+from dcvae.experiments.runs import train_or_reuse
+from dcvae.metrics import weights as W
+
+from conftest import requires_mnist, tiny_mnist_config
+
+TINY_NETS = ["--set", "model.gen_width=8", "--set", "model.dis_width=8", "--set", "train.batch_size=16",
+             "--set", "train.sample_batch_size=16", "--set", "train.iterations=2", "--set", "train.log_every=1"]
+TINY = [*TINY_NETS, "--set", "objective.queue_size=64"]
+VARIANTS = ("vae", "vaegan", "vae-contrastive", "dcvae")
+
+
+def _offline_available(network):
+    return any(W._offline_path(copy)[0] is not None for copy in W.SPECS[network].offline)
+
+
+requires_weights = pytest.mark.skipif(
+    not (_offline_available("inception") and _offline_available("vgg16")),
+    reason="FID Inception / VGG-16 weights not installed (scripts/setup.sh installs their carriers)")
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Own metrics cache, no weight overrides from the environment, and the experiment subcommands in the parser
+    (a no-op once cli/main.py registers them itself)."""
+    monkeypatch.setenv("DCVAE_CACHE", str(tmp_path / "cache"))
+    for spec in W.SPECS.values():
+        monkeypatch.delenv(spec.env_var, raising=False)
+    original = cli_main.build_parser
+
+    def build_parser():
+        parser = original()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "ablate" not in sub.choices:
+            ablate_cli.add_parser(sub)
+        return parser
+
+    monkeypatch.setattr(cli_main, "build_parser", build_parser)
+
+
+def run_cli(capsys, *argv):
+    code = cli_main.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _runs(values):
+    """[(value, start, length)] of the runs of equal consecutive values of a 1-d boolean array."""
+    runs, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            runs.append((bool(values[start]), start, i - start))
+            start = i
+    return runs
+
+
+@requires_mnist
+@requires_weights
+def test_ablate_writes_table1_and_figure3_and_reuses_runs(tmp_path, capsys):
+    out = tmp_path / "t1"
+    argv = ["ablate", "--out", str(out), "--n", "8", "--n-real", "8", "--figure-images", "4", "--no-progress", *TINY]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert stdout.count("ablate: training") == 4
+
+    lines = (out / "table1.md").read_text().splitlines()
+    assert lines[0] == ("| Method | Sampling FID ↓ / KID ↓ / IS ↑ | Reconstruction FID ↓ / KID ↓ / IS ↑ | Pixel ↓ | "
+                        "Perceptual ↓ |")
+    assert [line.split(" | ")[0] for line in lines[2:6]] == ["| VAE", "| VAE/GAN", "| VAE-Contrastive", "| DC-VAE"]
+    assert all(line.count(" | ") == 4 for line in lines[2:6])
+
+    result = json.loads((out / "table1.json").read_text())
+    assert list(result["rows"]) == list(VARIANTS)
+    for variant in VARIANTS:
+        row = result["rows"][variant]
+        assert {"fid", "kid", "recon_fid", "recon_kid", "pixel", "perceptual"} <= set(row["metrics"])
+        assert all(isinstance(v, float) and math.isfinite(v) for v in row["metrics"].values())
+        assert row["metrics"]["fid"] > 0 and row["metrics"]["pixel"] > 0
+        protocol = result["evaluations"][variant]["protocol"]
+        assert protocol["reference"]["n_real"] == 8 and protocol["sampling"]["n_generated"] == 8
+        assert protocol["reconstruction"]["n_recon"] == 8 and "pixel" in protocol and "perceptual" in protocol
+        assert result["training"][variant]["iterations"] == 2
+        assert result["training"][variant]["variant"] == variant
+        if "is" not in row["metrics"]:          # the offline Inception copy cannot classify
+            assert "classifier" in row["unavailable"]["is"] and "classifier" in row["unavailable"]["recon_is"]
+    if "is" not in result["rows"]["vae"]["metrics"]:
+        assert all(line.count("n/a") == 2 for line in lines[2:6])
+
+    # Figure 3: four blocks of 3 rows x 4 images (32 px, upscaled 2x, 2 px padding) after a 40 px margin for the
+    # row names, 10 px white gaps between blocks, an 18 px band above them for the variant names.
+    figure = np.asarray(Image.open(out / "figure3.png").convert("RGB"))
+    block_w, block_h = 4 * 66 + 2, 3 * 66 + 2
+    assert figure.shape == (18 + block_h, 40 + 4 * block_w + 3 * 10, 3)
+    white = (figure[18:, 40:] == 255).all(axis=(0, 2))
+    assert [(w, n) for w, _, n in _runs(white)] == [(False, block_w), (True, 10)] * 3 + [(False, block_w)]
+    for b in range(4):
+        band = figure[:18, 40 + b * (block_w + 10):40 + b * (block_w + 10) + block_w]
+        assert (band < 128).any(), f"block {b} has no label"
+
+    # A second call reuses the four finished runs and refuses to replace the table without --overwrite.
+    stamps = {v: (out / v / "summary.json").stat().st_mtime_ns for v in VARIANTS}
+    table_stamp = (out / "table1.md").stat().st_mtime_ns
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and err.startswith("dcvae: error: ") and err.count("\n") == 1
+    assert "table1.md" in err and "--overwrite" in err
+    assert (out / "table1.md").stat().st_mtime_ns == table_stamp
+    code, stdout, err = run_cli(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    assert "ablate: training" not in stdout
+    assert {v: (out / v / "summary.json").stat().st_mtime_ns for v in VARIANTS} == stamps
+    assert json.loads((out / "table1.json").read_text())["rows"] == result["rows"]
+
+
+@requires_mnist
+def test_sweep_negatives_writes_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "fig7"
+    code, _, err = run_cli(capsys, "sweep-negatives", "--out", str(out), "--queue-sizes", "64,16", "--n", "8",
+                           "--no-progress", *TINY_NETS)
+    assert code == 0, err
+    result = json.loads((out / "negatives.json").read_text())
+    assert list(result["table"]) == ["16", "64"]
+    assert all(math.isfinite(v) and v > 0 for v in result["table"].values())
+    assert [r["queue_size"] for r in result["rows"]] == [16, 64]
+    assert result["protocol"]["n"] == 8 and "sum of squared differences" in result["protocol"]["definition"]
+    for k in (16, 64):
+        assert json.loads((out / f"queue{k}" / "config.json").read_text())["objective"]["queue_size"] == k
+        assert result["evaluations"][str(k)]["protocol"]["reconstruction"]["n_recon"] == 8
+    with Image.open(out / "negatives.png") as image:
+        assert image.format == "PNG" and image.width > 100 and image.height > 100
+    code, _, err = run_cli(capsys, "sweep-negatives", "--out", str(out), "--queue-sizes", "16,64", "--n", "8",
+                           "--no-progress", *TINY_NETS)
+    assert code == 2 and "negatives.json" in err and "--overwrite" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ablate", "--variants", "vae,gan"], "unknown variant 'gan'; choose from vae, vaegan, vae-contrastive, dcvae"),
+    (["ablate", "--variants", ","], "--variants names no variant"),
+    (["ablate", "--n", "1"], "--n must be at least 2"),
+    (["sweep-negatives", "--queue-sizes", "256,1k"], "--queue-sizes expects comma-separated integers, got '256,1k'"),
+    (["sweep-negatives", "--queue-sizes", "0,64"], "--queue-sizes needs positive integers"),
+    (["sweep-negatives", "--queue-sizes", "8,64", "--set", "train.batch_size=16"],
+     "--queue-sizes 8 is smaller than the batch (train.batch_size=16)"),
+])
+def test_bad_input_gives_one_clear_message(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, argv[0], "--out", str(out), *argv[1:], "--no-progress")
+    assert code == 2 and err.startswith("dcvae: error: ") and err.count("\n") == 1
+    assert message in err and "Traceback" not in err
+    assert not out.exists()                      # refused before anything was trained or written
+
+
+@requires_mnist
+def test_train_or_reuse_reuses_resumes_and_refuses_another_config(tmp_path, capsys):
+    run = tmp_path / "run"
+    cfg = tiny_mnist_config(**{"train.iterations": 2, "train.checkpoint_every": 1})
+    assert train_or_reuse(cfg, run, progress=False, label="t") == run
+    assert "t: training run (new)" in capsys.readouterr().out
+    stamp = (run / "summary.json").stat().st_mtime_ns
+    train_or_reuse(cfg, run, progress=False)                          # finished: untouched
+    assert capsys.readouterr().out == "" and (run / "summary.json").stat().st_mtime_ns == stamp
+    longer = tiny_mnist_config(**{"train.iterations": 3, "train.checkpoint_every": 1})
+    train_or_reuse(longer, run, progress=False, label="t")           # continues from its checkpoint
+    assert "t: training run (resuming)" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 3
+    with pytest.raises(UserError, match="different configuration.*model.latent_dim"):
+        train_or_reuse(tiny_mnist_config(**{"model.latent_dim": 4}), run, progress=False)
+    # a run stopped before its first checkpoint holds only config.json and logs: started again
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "config.json").write_text(cfg.to_json())
+    (stopped / "metrics.jsonl").write_text("")
+    train_or_reuse(cfg, stopped, progress=False, label="t")
+    assert "t: training stopped (new)" in capsys.readouterr().out
+    assert json.loads((stopped / "summary.json").read_text())["iterations"] == 2
