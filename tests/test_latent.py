@@ -56,11 +56,6 @@ def test_latents_round_trip_with_ids(tmp_path, suffix):
     assert torch.equal(back, latents) and back_ids == ids
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("latent") / "run"
-    train(tiny_mnist_config(**{"train.iterations": 1}), run, progress=False)
-    return run
 
 
 @requires_mnist

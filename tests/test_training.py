@@ -8,7 +8,7 @@ import dcvae
 from dcvae.training import train
 from dcvae.training.checkpoint import STATE_FILE, list_checkpoints, load_training_state
 
-from conftest import requires_mnist, tiny_mnist_config
+from conftest import assert_same, requires_mnist, tiny_mnist_config
 
 pytestmark = requires_mnist
 
@@ -18,19 +18,6 @@ def _final(run):
     return folder, load_file(str(folder / "model.safetensors")), load_training_state(folder)
 
 
-def _assert_same(a, b, where=""):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"differs at {where}"
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"differs at {where}: {a} vs {b}"
 
 
 def test_run_folder_contents(tmp_path):
@@ -67,8 +54,8 @@ def test_resume_continues_bit_for_bit(tmp_path):
     train(tiny_mnist_config(), stopped, resume=True, progress=False)
     _, weights_a, state_a = _final(straight)
     _, weights_b, state_b = _final(stopped)
-    _assert_same(weights_a, weights_b, "weights")
-    _assert_same(state_a, state_b, "state")
+    assert_same(weights_a, weights_b, "weights")
+    assert_same(state_a, state_b, "state")
     # The logged losses of the last window (iterations 5-6, both after the resume) are equal too.
     strip = lambda line: {k: v for k, v in json.loads(line).items() if k != "images_per_s"}  # noqa: E731
     last_a = strip((straight / "metrics.jsonl").read_text().splitlines()[-1])

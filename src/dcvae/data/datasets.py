@@ -476,20 +476,32 @@ def _decode_image(path: Path, channels: int, resolution: int) -> torch.Tensor:
                         "for one image")
     # Image.MAX_IMAGE_PIXELS keeps PIL's default, so a decompression bomb raises DecompressionBombError here.
     with Image.open(path) as opened:
-        im = ImageOps.exif_transpose(opened)
-        im = _convert(im, "RGB" if channels == 3 else "L")
+        return fit_image(opened, channels, resolution)[0]
+
+
+def fit_image(opened: Image.Image, channels: int, resolution: int) -> tuple[torch.Tensor, list[str]]:
+    """An opened PIL image -> (float32 [channels, resolution, resolution] in [-1, 1], the conversion steps taken).
+
+    EXIF orientation applied; converted to "L" or "RGB" (alpha composited onto black, 16-bit scaled to 8-bit);
+    shorter side resized to `resolution` (PIL bilinear, antialiased); center crop.
+    """
+    mode = "RGB" if channels == 3 else "L"
+    im = _convert(ImageOps.exif_transpose(opened), mode)
+    steps = [] if opened.mode == mode else [f"converted to {'RGB' if mode == 'RGB' else 'grayscale'}"]
     r = resolution
     w, h = im.size
     scale = r / min(w, h)
     new_w, new_h = max(r, round(w * scale)), max(r, round(h * scale))
     if (new_w, new_h) != (w, h):
         im = im.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - r) // 2, (new_h - r) // 2
-    im = im.crop((left, top, left + r, top + r))
-    pixels = np.asarray(im, dtype=np.uint8)
-    tensor = torch.from_numpy(pixels.copy())
+        steps.append(f"shorter side resized to {r} (bilinear)")
+    if (new_w, new_h) != (r, r):
+        left, top = (new_w - r) // 2, (new_h - r) // 2
+        im = im.crop((left, top, left + r, top + r))
+        steps.append(f"center-cropped to {r}x{r}")
+    tensor = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
     tensor = tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
-    return to_unit_range(tensor)
+    return to_unit_range(tensor), steps
 
 
 def load_image(path: str | Path, channels: int, resolution: int) -> torch.Tensor:

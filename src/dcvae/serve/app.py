@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flask import Flask, jsonify, request
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import HTTPException
 
+from ..data.datasets import fit_image
 from ..errors import UserError
 from . import DEFAULT_EXAMPLES, DEFAULT_HOST, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_PORT
 
@@ -78,22 +78,6 @@ class ServeState:
 
 
 # -- images ------------------------------------------------------------------------------------------------------------
-def _flatten_alpha_and_depth(im: Image.Image, mode: str) -> Image.Image:
-    """Any PIL image -> `mode` ("L" or "RGB") by the data sets' rules: alpha composited onto black, 16-bit scaled."""
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if "A" in im.getbands() or "a" in im.getbands():
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
-    elif im.mode.startswith("I;16") or im.mode == "I":
-        # PIL's convert clips 16-bit values at 255 instead of scaling them
-        values = np.asarray(im, dtype=np.float64)
-        if im.mode.startswith("I;16") or values.max(initial=0) > 255:
-            values = values / 257.0
-        im = Image.fromarray(np.rint(values).clip(0, 255).astype(np.uint8))
-    return im.convert(mode)
-
-
 def image_from_bytes(data: bytes, channels: int, resolution: int) -> tuple[torch.Tensor, str | None]:
     """Uploaded bytes -> (float32 [channels, resolution, resolution] in [-1, 1], what was converted or None).
 
@@ -111,9 +95,7 @@ def image_from_bytes(data: bytes, channels: int, resolution: int) -> tuple[torch
                 raise RequestError(f"{kind} images are not accepted; upload PNG, JPEG, GIF, BMP or WebP", 415)
             frames = getattr(opened, "n_frames", 1)
             original = f"{kind} {opened.width}x{opened.height} {opened.mode}"
-            im = ImageOps.exif_transpose(opened)
-            mode = "RGB" if channels == 3 else "L"
-            im = _flatten_alpha_and_depth(im, mode)
+            image, steps = fit_image(opened, channels, resolution)
     except RequestError:
         raise
     except UnidentifiedImageError:
@@ -121,25 +103,10 @@ def image_from_bytes(data: bytes, channels: int, resolution: int) -> tuple[torch
     except Exception as e:  # decoders raise almost any exception type on a corrupt or hostile file
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise RequestError(f"not an image: the upload could not be decoded ({reason})") from None
-    w, h = im.size
-    steps = []
-    if original.split()[-1] != mode:
-        steps.append(f"converted to {'RGB' if mode == 'RGB' else 'grayscale'}")
-    scale = resolution / min(w, h)
-    new_w, new_h = max(resolution, round(w * scale)), max(resolution, round(h * scale))
-    if (new_w, new_h) != (w, h):
-        im = im.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        steps.append(f"shorter side resized to {resolution} (bilinear)")
-    if (new_w, new_h) != (resolution, resolution):
-        left, top = (new_w - resolution) // 2, (new_h - resolution) // 2
-        im = im.crop((left, top, left + resolution, top + resolution))
-        steps.append(f"center-cropped to {resolution}x{resolution}")
     if frames > 1:
         steps.append(f"first of {frames} frames used")
-    pixels = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
-    pixels = pixels.unsqueeze(0) if pixels.dim() == 2 else pixels.permute(2, 0, 1)
     note = f"{original}: " + ", ".join(steps) if steps else None
-    return pixels.float() / 127.5 - 1.0, note
+    return image, note
 
 
 def png_data_url(image: torch.Tensor) -> str:
