@@ -217,7 +217,8 @@ def test_page_in_headless_chromium(run_dir, direction_file, tmp_path):
         driver.find_element(By.ID, "file-input").send_keys(str(bad))
         wait.until(lambda d: "not an image" in d.find_element(By.ID, "message").text)
 
-        folder = Path(os.environ.get("DCVAE_TEST_ARTIFACTS") or tmp_path)
+        # Kept after the run (git ignores it): what a person would have seen.
+        folder = Path(os.environ.get("DCVAE_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts")
         folder.mkdir(parents=True, exist_ok=True)
         shot = folder / "serve.png"
         assert driver.save_screenshot(str(shot))
