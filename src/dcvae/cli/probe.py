@@ -50,7 +50,7 @@ def _train_grid(args: argparse.Namespace, out: Path) -> dict[tuple[str, int], li
 def run(args: argparse.Namespace) -> int:
     from ..metrics.probe import table6
     from ..model import load
-    from ..training.checkpoint import atomic_write_text
+    from ..files import atomic_write_text
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ import torch
 
 from ..config import VARIANTS, Config, apply_overrides, clone
 from ..errors import UserError
+from ..files import atomic_output, atomic_write_text
 from ..metrics.probe import VARIANT_NAMES      # the paper's row names; config.VARIANTS is in Table 1's row order
 from .runs import train_or_reuse, training_summary
 
@@ -76,7 +76,7 @@ def evaluate_run(run_dir: str | Path, request: dict[str, Any], progress: bool = 
     n_recon, seed, truncation, batch_size, device and the weights' digests), or the stored result of an earlier call
     with the same request on the same checkpoint. Returns evaluate's result dict."""
     from ..metrics.evaluate import evaluate
-    from ..training.checkpoint import MANIFEST_FILE, atomic_write_text, resolve_checkpoint
+    from ..training.checkpoint import MANIFEST_FILE, resolve_checkpoint
 
     run_dir = Path(run_dir)
     folder = resolve_checkpoint(run_dir)
@@ -221,12 +221,8 @@ def figure3(runs: dict[str, Path], path: str | Path, n_images: int = 6, seed: in
                   anchor="mm")
         left += block.width + FIGURE_GAP
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         canvas.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -246,7 +242,6 @@ def run_ablation(base: Config, out: str | Path, variants: Sequence[str] = VARIAN
     """Train, evaluate and write Table 1 and Figure 3 into `out` (see the module docstring); returns table1's dict
     with "files" and "date" added. Existing results are refused before anything is trained unless `overwrite`."""
     from ..metrics.weights import resolve_weights
-    from ..training.checkpoint import atomic_write_text
 
     out = Path(out)
     check_outputs(out, TABLE1_FILES, overwrite)

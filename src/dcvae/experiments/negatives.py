@@ -7,13 +7,13 @@ code), and writes <out>/negatives.json and <out>/negatives.png.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 from ..config import Config, apply_overrides, clone
 from ..errors import UserError
+from ..files import atomic_output, atomic_write_text
 from .ablation import check_outputs
 from .runs import train_or_reuse, training_summary
 
@@ -60,12 +60,8 @@ def plot_negatives(table: dict[int, float], path: str | Path, title: str = "") -
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_output(path) as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
     finally:
         plt.close(fig)
     return path
@@ -80,7 +76,6 @@ def sweep_negatives(base: Config, out: str | Path, queue_sizes: Sequence[int] = 
     "evaluations", "training", ...}. Existing results are refused before anything is trained unless `overwrite`."""
     from ..data import build_dataset
     from ..metrics.evaluate import evaluate
-    from ..training.checkpoint import atomic_write_text
 
     out = Path(out)
     check_outputs(out, NEGATIVES_FILES, overwrite)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
+from ..files import atomic_output, atomic_write_text
 
 MIN_DIRECTION_EXAMPLES = 20  # paper A.2: "20 images that have the attribute and 20 images that do not"
 
@@ -80,21 +80,17 @@ def save_gif(frames: torch.Tensor, path: str | Path, milliseconds: int = 100, bo
               for f in pixels]
     if bounce and len(images) > 2:
         images = images + images[-2:0:-1]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=milliseconds, loop=0)
 
 
 def save_direction(path: str | Path, direction: torch.Tensor, attribute: str, model_id: str,
                    n_with: int, n_without: int) -> None:
     """A reusable direction: safetensors with the vector and which model and attribute it belongs to."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"direction": direction.detach().float().cpu().contiguous()}, str(tmp), metadata={
-        "attribute": attribute, "model_id": model_id, "latent_dim": str(direction.numel()),
-        "n_with": str(n_with), "n_without": str(n_without)})
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_file({"direction": direction.detach().float().cpu().contiguous()}, str(tmp), metadata={
+            "attribute": attribute, "model_id": model_id, "latent_dim": str(direction.numel()),
+            "n_with": str(n_with), "n_without": str(n_without)})
 
 
 def load_direction(path: str | Path, model_id: str, latent_dim: int) -> tuple[str, torch.Tensor]:
@@ -116,19 +112,15 @@ def load_direction(path: str | Path, model_id: str, latent_dim: int) -> tuple[st
 def save_latents(path: str | Path, latents: torch.Tensor, ids: list[str]) -> None:
     """latents [N, d] with their image ids: `.safetensors` (ids in the metadata) or `.npy` (+ `<name>.ids.json`)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     if path.suffix == ".safetensors":
-        save_file({"latents": latents.contiguous()}, str(tmp), metadata={"ids": json.dumps(ids)})
+        with atomic_output(path) as tmp:
+            save_file({"latents": latents.contiguous()}, str(tmp), metadata={"ids": json.dumps(ids)})
     elif path.suffix == ".npy":
-        with open(tmp, "wb") as f:
+        atomic_write_text(path.with_suffix(".ids.json"), json.dumps(ids))
+        with atomic_output(path) as tmp, open(tmp, "wb") as f:
             np.save(f, latents.numpy())
-        ids_path = path.with_suffix(".ids.json")
-        ids_tmp = ids_path.with_name(f".{ids_path.name}.tmp")
-        ids_tmp.write_text(json.dumps(ids))
-        os.replace(ids_tmp, ids_path)
     else:
         raise UserError(f"latents can be written as .safetensors or .npy, not {path.suffix or 'no extension'}")
-    os.replace(tmp, path)
 
 
 def load_latents(path: str | Path) -> tuple[torch.Tensor, list[str]]:

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..files import atomic_output, atomic_write_text
 from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance_with_root,
                         inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
 from .ppl import EPSILON, PPL_DEFINITION, SLERP_DEFINITION, path_length_samples, percentile_filter
@@ -140,15 +140,8 @@ def _read_cached(path: Path, key_text: str, need_features: bool) -> ReferenceSta
 def _write_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an .npz that readers see whole or not at all: a temporary file in the same folder, then os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def reference_statistics(dataset: Dataset, extractor: Callable[[torch.Tensor], torch.Tensor], n: int, key: dict,
@@ -243,7 +236,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     import dcvae
     from ..data import build_dataset
     from ..model import load
-    from ..training.checkpoint import MANIFEST_FILE, atomic_write_text, resolve_checkpoint
+    from ..training.checkpoint import MANIFEST_FILE, resolve_checkpoint
     from .networks import InceptionFeatures, VGG16Relu43
 
     started = time.perf_counter()

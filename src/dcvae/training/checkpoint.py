@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import UserError
+from ..files import atomic_write_text, fsync_dir
 
 FORMAT_VERSION = 1
 MODEL_FILE, CONFIG_FILE, STATE_FILE, MANIFEST_FILE = ("model.safetensors", "config.json", "training_state.pt",
@@ -42,25 +43,6 @@ def _sha256(path: Path) -> str:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(checkpoints_dir: Path, iteration: int, weights: dict[str, torch.Tensor], config: dict[str, Any],
@@ -86,7 +68,7 @@ def save_checkpoint(checkpoints_dir: Path, iteration: int, weights: dict[str, to
     if final.exists():  # same iteration saved again (e.g. the final save right after a periodic one)
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(checkpoints_dir)
+    fsync_dir(checkpoints_dir)
     atomic_write_text(checkpoints_dir / "latest", name + "\n")
     for old in list_checkpoints(checkpoints_dir)[:-keep]:
         if old != final:

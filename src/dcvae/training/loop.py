@@ -29,6 +29,7 @@ from ..config import Config
 from ..data import build_dataset
 from ..data.stream import BatchStream
 from ..errors import UserError
+from ..files import atomic_write_text
 from ..networks import build_networks
 from ..objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
 from ..objectives.queue import NegativeQueue
@@ -358,5 +359,5 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
                "final": last, "data": trainer.dataset.description, "device": str(acc.device),
                "processes": acc.num_processes}
     if main:
-        ckpt.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

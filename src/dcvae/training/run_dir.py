@@ -10,7 +10,7 @@ from torchvision.utils import make_grid, save_image
 
 from ..config import Config
 from ..errors import UserError
-from .checkpoint import atomic_write_text
+from ..files import atomic_output, atomic_write_text
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resuming: bool) -> None:
@@ -41,7 +41,6 @@ def write_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> torch.T
     """images [N, C, H, W] in [-1, 1] -> a PNG grid at `path`; returns the grid [3, H', W'] in [0, 1]."""
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_image(grid, tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        save_image(grid, tmp, format="png")
     return grid
