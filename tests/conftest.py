@@ -54,3 +54,15 @@ def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("tiny") / "run"
     train(tiny_mnist_config(**{"train.iterations": 1}), run, progress=False)
     return run
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A cache folder of the test's own ($DCVAE_CACHE) and no weight paths or offline flag from the environment."""
+    from dcvae.metrics import weights
+
+    monkeypatch.setenv("DCVAE_CACHE", str(tmp_path / "cache"))
+    for spec in weights.SPECS.values():
+        monkeypatch.delenv(spec.env_var, raising=False)
+    monkeypatch.delenv("DCVAE_OFFLINE", raising=False)
+    return tmp_path / "cache"

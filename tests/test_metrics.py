@@ -19,14 +19,8 @@ from dcvae.metrics.distances import (feature_statistics, frechet_distance, incep
 ev = importlib.import_module("dcvae.metrics.evaluate")
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own cache and no weight overrides from the environment."""
-    monkeypatch.setenv("DCVAE_CACHE", str(tmp_path / "cache"))
-    for spec in W.SPECS.values():
-        monkeypatch.delenv(spec.env_var, raising=False)
-    monkeypatch.delenv("DCVAE_OFFLINE", raising=False)
-    return tmp_path / "cache"
+# Every test gets its own cache and no weight overrides from the environment.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _offline_available(network):

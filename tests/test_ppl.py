@@ -19,13 +19,8 @@ from dcvae.metrics.ppl import (EPSILON, lerp, path_length_samples, percentile_fi
 ev = importlib.import_module("dcvae.metrics.evaluate")
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own cache and no weight overrides from the environment."""
-    monkeypatch.setenv("DCVAE_CACHE", str(tmp_path / "cache"))
-    for spec in W.SPECS.values():
-        monkeypatch.delenv(spec.env_var, raising=False)
-    monkeypatch.delenv("DCVAE_OFFLINE", raising=False)
+# Every test gets its own cache and no weight overrides from the environment.
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _vgg_available():
