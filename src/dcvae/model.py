@@ -10,8 +10,8 @@ from torch import nn
 from .config import Config
 from .errors import UserError
 from .networks import build_networks
-from .training.checkpoint import (load_config_dict, load_module_weights, load_weights, resolve_checkpoint,
-                                  verify_checkpoint)
+from .training.checkpoint import (load_config_dict, load_module_weights, load_weights, read_manifest,
+                                  resolve_checkpoint)
 
 
 class DCVAE(nn.Module):
@@ -93,7 +93,7 @@ class DCVAE(nn.Module):
         if decoder not in ("ema", "live"):
             raise UserError(f"decoder must be 'ema' or 'live', got {decoder!r}")
         folder = resolve_checkpoint(path)
-        model_id = verify_checkpoint(folder)["sha256"]["model.safetensors"]
+        model_id = read_manifest(folder)["sha256"]["model.safetensors"]
         config = Config.from_dict(load_config_dict(folder))
         weights = load_weights(folder)
         nets = build_networks(config.model)

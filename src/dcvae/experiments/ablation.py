@@ -76,12 +76,12 @@ def evaluate_run(run_dir: str | Path, request: dict[str, Any], progress: bool = 
     n_recon, seed, truncation, batch_size, device and the weights' digests), or the stored result of an earlier call
     with the same request on the same checkpoint. Returns evaluate's result dict."""
     from ..metrics.evaluate import evaluate
-    from ..training.checkpoint import MANIFEST_FILE, resolve_checkpoint
+    from ..training.checkpoint import read_manifest, resolve_checkpoint
 
     run_dir = Path(run_dir)
     folder = resolve_checkpoint(run_dir)
     # The manifest holds the checkpoint's file digests: a retrained or resumed run never matches an old result.
-    key = {**request, "checkpoint": str(folder), "manifest": json.loads((folder / MANIFEST_FILE).read_text()),
+    key = {**request, "checkpoint": str(folder), "manifest": read_manifest(folder),
            "kid_subsets": kid_subsets}
     stored = run_dir / EVALUATION_FILE
     try:

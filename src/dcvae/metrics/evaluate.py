@@ -236,7 +236,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     import dcvae
     from ..data import build_dataset
     from ..model import load
-    from ..training.checkpoint import MANIFEST_FILE, resolve_checkpoint
+    from ..training.checkpoint import read_manifest, resolve_checkpoint
     from .networks import InceptionFeatures, VGG16Relu43
 
     started = time.perf_counter()
@@ -259,7 +259,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         raise UserError(f"{out_path} already exists; choose another output file or pass --overwrite")
 
     folder = resolve_checkpoint(checkpoint)
-    iteration = json.loads((folder / MANIFEST_FILE).read_text()).get("iteration")
+    iteration = read_manifest(folder).get("iteration")
     model = load(folder, decoder=decoder, device=device)
     assert not model.training
     cfg = model.config

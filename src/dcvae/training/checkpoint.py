@@ -107,6 +107,11 @@ def verify_checkpoint(path: Path, need_state: bool = False) -> dict[str, Any]:
     return manifest
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a checkpoint folder already checked by `resolve_checkpoint` (no hashing again)."""
+    return json.loads((Path(folder) / MANIFEST_FILE).read_text())
+
+
 def resolve_checkpoint(path: str | Path, need_state: bool = False) -> Path:
     """A checkpoint folder, a run folder (its newest valid checkpoint) or a checkpoints/ folder -> a verified folder.
 
