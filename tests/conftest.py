@@ -1,4 +1,6 @@
 import importlib.util
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -66,3 +68,11 @@ def isolated_cache(tmp_path, monkeypatch):
         monkeypatch.delenv(spec.env_var, raising=False)
     monkeypatch.delenv("DCVAE_OFFLINE", raising=False)
     return tmp_path / "cache"
+
+
+def artifacts_folder() -> Path:
+    """Where tests keep what a person may want to look at after the run: $DCVAE_TEST_ARTIFACTS or test-artifacts/
+    (git ignores it)."""
+    folder = Path(os.environ.get("DCVAE_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -11,6 +11,13 @@ from dcvae.objectives.queue import NegativeQueue
 from dcvae.training.loop import _step
 
 
+def _noise(seed: int = 0):
+    from dcvae.objectives.noise import BatchNoise
+    noise = BatchNoise(torch.device("cpu"))
+    noise.seed(seed)
+    return noise
+
+
 def test_paper_width_parameter_counts_are_exact():
     nets = build_networks(preset("cifar10").model)
     assert count_parameters(nets.encoder) == 1_086_464
@@ -55,7 +62,7 @@ def _changed(before, module):
 def test_discriminator_step_changes_only_the_discriminator_gan_path():
     nets, opt, x = _setup()
     snaps = {n: _snapshot(getattr(nets, n)) for n in ("encoder", "decoder", "discriminator")}
-    loss, _ = discriminator_phase(nets, x, ObjectiveConfig(), torch.Generator().manual_seed(0))
+    loss, _ = discriminator_phase(nets, x, ObjectiveConfig(), _noise())
     _step(loss, [opt["discriminator"]])
     assert not _changed(snaps["encoder"], nets.encoder)
     assert not _changed(snaps["decoder"], nets.decoder)
@@ -73,7 +80,7 @@ def test_contrastive_step_changes_encoder_decoder_trunk_heads_but_not_gan_logit(
                                  {"patch": NegativeQueue(32, 64)})
     momentum = copy.deepcopy(nets.discriminator).eval()
     snaps = {n: _snapshot(getattr(nets, n)) for n in ("encoder", "decoder", "discriminator")}
-    loss, stats, keys = contrastive_phase(nets, momentum, queues, x, o, torch.Generator().manual_seed(0), True)
+    loss, stats, keys = contrastive_phase(nets, momentum, queues, x, o, _noise(), True)
     _step(loss, [opt["encoder"], opt["decoder"], opt["discriminator"]])
     assert _changed(snaps["encoder"], nets.encoder) == set(snaps["encoder"])
     assert _changed(snaps["decoder"], nets.decoder) == set(snaps["decoder"])
@@ -89,7 +96,7 @@ def test_generator_step_changes_encoder_and_decoder_only():
     nets, opt, x = _setup()
     snap_d = _snapshot(nets.discriminator)
     nets.discriminator.requires_grad_(False)
-    loss, stats = generator_phase(nets, x, ObjectiveConfig(), TERMS["dcvae"], torch.Generator().manual_seed(0), 16)
+    loss, stats = generator_phase(nets, x, ObjectiveConfig(), TERMS["dcvae"], _noise(), 16)
     _step(loss, [opt["encoder"], opt["decoder"]])
     assert not _changed(snap_d, nets.discriminator)
     assert all(p.grad is None for p in nets.discriminator.parameters())
@@ -100,7 +107,7 @@ def test_generator_step_changes_encoder_and_decoder_only():
 def test_reconstruction_terms_of_ablations(variant):
     nets, _, x = _setup()
     _, stats = generator_phase(nets, x, ObjectiveConfig(variant=variant), TERMS[variant],
-                               torch.Generator().manual_seed(0), 16)
+                               _noise(), 16)
     assert ("loss/pixel" in stats) == (variant == "vae")
     assert ("loss/feature" in stats) == (variant == "vaegan")
     assert ("loss/g" in stats) == (variant == "vaegan")

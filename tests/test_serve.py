@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import requires_mnist, tiny_mnist_config
+from conftest import artifacts_folder, requires_mnist, tiny_mnist_config
 
 pytest.importorskip("flask")
 
@@ -218,9 +217,7 @@ def test_page_in_headless_chromium(run_dir, direction_file, tmp_path):
         wait.until(lambda d: "not an image" in d.find_element(By.ID, "message").text)
 
         # Kept after the run (git ignores it): what a person would have seen.
-        folder = Path(os.environ.get("DCVAE_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "test-artifacts")
-        folder.mkdir(parents=True, exist_ok=True)
-        shot = folder / "serve.png"
+        shot = artifacts_folder() / "serve.png"
         assert driver.save_screenshot(str(shot))
         print(f"screenshot: {shot}")
     finally:

@@ -78,6 +78,10 @@ class TrainConfig:
                                          # checkpoint_every) with dcvae.metrics.evaluate; 0 = off
     eval_metrics: list[str] = field(default_factory=lambda: ["fid", "kid"])   # names as `dcvae evaluate --metrics`
     eval_n: int = 1000                   # generated, reference and reconstructed images (PPL: pairs) per evaluation
+    on_nonfinite: str = "rollback"       # a NaN/inf loss, gradient or weight: rollback (to the last checkpoint, with
+                                         # the learning rate lowered) | stop. The authors' code continues silently.
+    rollback_lr_factor: float = 0.5      # each rollback multiplies every learning rate by this
+    max_rollbacks: int = 3               # the next divergence after this many rollbacks stops the run
 
 
 @dataclass
@@ -136,6 +140,11 @@ class Config:
             raise UserError(f"train.betas needs two values, got {t.betas}; e.g. --set train.betas=0,0.9")
         if m.backbone == "compact32" and m.gen_width < 2:
             raise UserError("model.gen_width must be at least 2 for the compact backbone")
+        _choice("train.on_nonfinite", t.on_nonfinite, ("rollback", "stop"))
+        if not 0 < t.rollback_lr_factor <= 1:
+            raise UserError(f"train.rollback_lr_factor must be in (0, 1], got {t.rollback_lr_factor}")
+        if t.max_rollbacks < 0:
+            raise UserError(f"train.max_rollbacks must be 0 or more, got {t.max_rollbacks}")
         if t.eval_every < 0:
             raise UserError(f"train.eval_every must be 0 (off) or a positive number of iterations, got {t.eval_every}")
         if t.eval_every:

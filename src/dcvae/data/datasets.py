@@ -14,13 +14,14 @@ import math
 import os
 import socket
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
@@ -403,18 +404,65 @@ def _build_stl10(data: DataConfig, split: str, resolution: int) -> STL10Binary:
 # ---------------------------------------------------------------------------------------------------- image folder
 
 
-class _BadImage(Exception):
-    pass
+# What the epoch summary counts a skipped file as; each reason recorded for a file starts with one of these.
+BAD_IMAGE_KINDS = ("empty file", "too large", "not an image", "truncated", "corrupt", "decompression bomb",
+                   "unsupported pixel format", "unreadable")
+# The fix each kind needs, for the message under data.on_bad_image=error.
+_BAD_IMAGE_FIXES = {
+    "empty file": "copy the file again or delete it",
+    "too large": "downscale it or delete it",
+    "not an image": "delete it or give it an extension that is not an image's",
+    "truncated": "copy the file again (it was cut short) or delete it",
+    "corrupt": "copy the file again or delete it",
+    "decompression bomb": "downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS in your own code if it is genuine",
+    "unsupported pixel format": "save it with 8 or 16 bits per channel (PNG or JPEG) or delete it",
+    "unreadable": "make it readable by this user or delete it",
+}
+
+
+class BadImage(Exception):
+    """A file that cannot become a training image: `kind` one of BAD_IMAGE_KINDS, `detail` what was found."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind, self.detail = kind, detail
+
+
+def _classify(error: Exception) -> BadImage:
+    """Any exception raised while reading one image -> `BadImage` with its kind; the original text is the detail."""
+    if isinstance(error, BadImage):
+        return error
+    detail = " ".join(f"{type(error).__name__}: {error}".split())
+    if isinstance(error, Image.DecompressionBombError):
+        kind = "decompression bomb"
+    elif isinstance(error, UnidentifiedImageError):
+        kind = "not an image"
+    elif isinstance(error, (PermissionError, FileNotFoundError, IsADirectoryError)):
+        kind = "unreadable"
+    elif isinstance(error, EOFError) or "truncated" in str(error).lower():
+        # PIL has no exception type for a short file: its decoders say "image file is truncated" or "Truncated File
+        # Read" in an OSError, or run into EOFError.
+        kind = "truncated"
+    else:
+        kind = "corrupt"
+    return BadImage(kind, detail)
+
+
+def bad_image_kind(reason: str) -> str:
+    """The kind (one of BAD_IMAGE_KINDS) of a reason recorded in `ImageFolder.skipped`."""
+    return reason.partition(":")[0]
 
 
 class ImageFolder(Dataset):
     """Every image file under a folder (recursive, sorted paths), labels -1.
 
     Items: float32 [C, R, R] in [-1, 1]. Per image: EXIF orientation applied; converted to "L" (C=1) or "RGB" (C=3)
-    by PIL, alpha composited onto black, 16-bit grayscale scaled to 8 bits; shorter side resized to R (PIL bilinear,
-    antialiased); center crop R x R. Unreadable files raise `UserError`, or with on_bad_image="skip" are logged,
-    recorded in `skipped` (path -> reason; per process when a DataLoader uses workers) and replaced by the next
-    readable image.
+    as `fit_image` states; shorter side resized to R (PIL bilinear, antialiased); center crop R x R.
+
+    A file that cannot be read (see BAD_IMAGE_KINDS) raises `UserError` naming it, the reason and the fix, or with
+    on_bad_image="skip" is logged once, recorded in `skipped` (path -> reason "<kind>: <detail>"; per process when a
+    DataLoader uses workers) and replaced by the next readable image in path order (wrapping around), so that the
+    same index always gives the same image. No file is opened at construction: each is checked when first read.
     """
 
     labels = None
@@ -429,62 +477,97 @@ class ImageFolder(Dataset):
                             f"{' '.join(IMAGE_EXTENSIONS)}, any case); point data.root at a folder that has images")
         self.skipped: dict[str, str] = {}
         mode = "RGB" if channels == 3 else "grayscale (L)"
-        bad = ("skipped (see .skipped)" if on_bad_image == "skip" else "an error")
+        bad = ("skipped and replaced by the next readable file (data.on_bad_image=skip; counted per epoch)"
+               if on_bad_image == "skip" else "an error (data.on_bad_image=error)")
         self.description = (
             f"image folder {folder}, {len(self.paths)} files (one split: data.split is ignored), labels -1; each "
-            f"image: EXIF orientation applied, converted to {mode} by PIL (alpha composited onto black, 16-bit "
-            f"scaled to 8-bit), shorter side resized to {resolution} (PIL bilinear, antialiased), center-cropped to "
-            f"{resolution}x{resolution}; {PIXEL_SCALING}; unreadable files and files over "
-            f"{MAX_IMAGE_FILE_BYTES // 2**20} MB are {bad}")
+            f"image: EXIF orientation applied, converted to {mode} by PIL (alpha and transparent colours composited "
+            f"onto black, 16-bit scaled to 8-bit), shorter side resized to {resolution} (PIL bilinear, antialiased), "
+            f"center-cropped to {resolution}x{resolution}; {PIXEL_SCALING}; unreadable files (empty, truncated, "
+            f"corrupt, not an image, over {MAX_IMAGE_FILE_BYTES // 2**20} MB, over PIL's Image.MAX_IMAGE_PIXELS, "
+            f"float pixels) are {bad}")
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label, _ = self.load_item(index)
+        return image, label
+
+    def load_item(self, index: int) -> tuple[torch.Tensor, int, list[tuple[str, str]]]:
+        """(image float32 [C, R, R] in [-1, 1], label -1, the files passed over to reach it as (path, reason)).
+
+        The list is empty unless on_bad_image="skip" replaced item `index` (or, wrapping, the files after it) by a
+        later readable file; it is the same on every call, so that a batch can say which files it skipped."""
         n = len(self.paths)
         index = _check_index(index, n)
+        passed: list[tuple[str, str]] = []
         for step in range(n):
             path = self.paths[(index + step) % n]
-            if str(path) in self.skipped:
+            key = str(path)
+            if key in self.skipped:
+                passed.append((key, self.skipped[key]))
                 continue
             try:
-                return self._load(path), -1
+                return self._load(path), -1, passed
             except UserError:
                 raise
             except Exception as e:   # decoders raise almost any exception type on a corrupt file
-                reason = " ".join(f"{type(e).__name__}: {e}".split())
+                bad = _classify(e)
                 if self.on_bad_image != "skip":
-                    raise UserError(f"cannot read image {path}: {reason}; remove the file or set "
-                                    "data.on_bad_image=skip to skip unreadable images") from e
-                self.skipped[str(path)] = reason
-                LOG.warning("skipping unreadable image %s: %s", path, reason)
+                    raise UserError(f"cannot read image {path}: {bad}; {_BAD_IMAGE_FIXES[bad.kind]}, or set "
+                                    "data.on_bad_image=skip to train without such files (each is counted and "
+                                    "listed in the run's skipped.txt)") from e
+                self.skipped[key] = str(bad)
+                passed.append((key, str(bad)))
+                LOG.warning("skipping unreadable image %s: %s", path, bad)
         raise UserError(f"none of the {n} image files under {self.folder} can be read (e.g. {path}: "
                         f"{self.skipped.get(str(path))}); put readable images there")
+
+    def remember_skipped(self, entries: dict[str, str]) -> None:
+        """Record files found unreadable elsewhere (by a DataLoader worker), so that later workers, which copy this
+        object, neither decode nor log them again."""
+        self.skipped.update(entries)
 
     def _load(self, path: Path) -> torch.Tensor:
         return _decode_image(path, self.channels, self.resolution)
 
 
 def _decode_image(path: Path, channels: int, resolution: int) -> torch.Tensor:
-    """One image file -> float32 [channels, resolution, resolution] in [-1, 1], converted as `ImageFolder` states.
+    """One image file -> float32 [channels, resolution, resolution] in [-1, 1], converted as `fit_image` states.
 
-    Raises `_BadImage` or the decoder's own exception for a file that cannot be read.
+    Raises `BadImage` (kind and detail) for a file that cannot be read.
     """
-    size = path.stat().st_size
-    if size > MAX_IMAGE_FILE_BYTES:
-        raise _BadImage(f"file is {size / 2**20:.0f} MB, over the {MAX_IMAGE_FILE_BYTES // 2**20} MB limit "
-                        "for one image")
-    # Image.MAX_IMAGE_PIXELS keeps PIL's default, so a decompression bomb raises DecompressionBombError here.
-    with Image.open(path) as opened:
-        return fit_image(opened, channels, resolution)[0]
+    try:
+        size = path.stat().st_size
+        # PIL calls an empty file "cannot identify image file", which hides the usual cause: an interrupted copy.
+        if size == 0:
+            raise BadImage("empty file", "the file has 0 bytes")
+        if size > MAX_IMAGE_FILE_BYTES:
+            raise BadImage("too large", f"file is {size / 2**20:.0f} MB, over the {MAX_IMAGE_FILE_BYTES // 2**20} "
+                            "MB limit for one image")
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x Image.MAX_IMAGE_PIXELS; fit_image refuses those itself.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
+            return fit_image(opened, channels, resolution)[0]
+    except Exception as e:
+        raise _classify(e) from e
 
 
 def fit_image(opened: Image.Image, channels: int, resolution: int) -> tuple[torch.Tensor, list[str]]:
     """An opened PIL image -> (float32 [channels, resolution, resolution] in [-1, 1], the conversion steps taken).
 
-    EXIF orientation applied; converted to "L" or "RGB" (alpha composited onto black, 16-bit scaled to 8-bit);
-    shorter side resized to `resolution` (PIL bilinear, antialiased); center crop.
+    Refused before decoding (`BadImage`, "decompression bomb") when it has more pixels than PIL's
+    Image.MAX_IMAGE_PIXELS (PIL itself only refuses twice that). The first frame of an animation is used. EXIF
+    orientation applied; converted to "L" or "RGB" as `_convert` states; shorter side resized to `resolution` (PIL
+    bilinear, antialiased); center crop.
     """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and opened.width * opened.height > limit:
+        raise BadImage("decompression bomb", f"{opened.width}x{opened.height} = {opened.width * opened.height} "
+                        f"pixels, over PIL's Image.MAX_IMAGE_PIXELS = {limit}")
     mode = "RGB" if channels == 3 else "L"
     im = _convert(ImageOps.exif_transpose(opened), mode)
     steps = [] if opened.mode == mode else [f"converted to {'RGB' if mode == 'RGB' else 'grayscale'}"]
@@ -512,14 +595,19 @@ def load_image(path: str | Path, channels: int, resolution: int) -> torch.Tensor
         raise UserError(f"image file {path} does not exist")
     try:
         return _decode_image(path, channels, resolution)
-    except Exception as e:  # decoders raise almost any exception type on a corrupt file
-        raise UserError(f"cannot read image {path}: {' '.join(f'{type(e).__name__}: {e}'.split())}; "
-                        "pass a PNG/JPEG/... image file") from None
+    except BadImage as e:
+        raise UserError(f"cannot read image {path}: {e}; pass a PNG/JPEG/... image file") from None
 
 
 def _convert(im: Image.Image, mode: str) -> Image.Image:
-    """Any PIL image -> `mode` ("L" or "RGB"), fully loaded."""
-    if im.mode == "P" and "transparency" in im.info:
+    """Any PIL image -> `mode` ("L" or "RGB"), fully loaded.
+
+    Alpha, and the transparent colour of a palette, grayscale or RGB image, are composited onto black (a pixel
+    keeps alpha/255 of its colour). 16-bit grayscale is scaled (65535 -> 255), not clipped. CMYK, YCbCr, HSV and
+    1-bit are PIL's conversions (no colour management: embedded ICC profiles are ignored); CIELab goes through
+    littleCMS to sRGB. 32-bit float pixels, whose range no format defines, raise `BadImage`.
+    """
+    if im.mode in ("P", "L", "RGB") and "transparency" in im.info:
         im = im.convert("RGBA")
     if "A" in im.getbands() or "a" in im.getbands():
         rgba = im.convert("RGBA")
@@ -532,7 +620,20 @@ def _convert(im: Image.Image, mode: str) -> Image.Image:
         if im.mode.startswith("I;16") or values.max(initial=0) > 255:
             values = values / 257.0
         im = Image.fromarray(np.rint(values).clip(0, 255).astype(np.uint8))
-    return im.convert(mode)
+    elif im.mode == "F":
+        raise BadImage("unsupported pixel format", "32-bit floating-point pixels (mode F), whose range is not "
+                        "defined")
+    elif im.mode == "LAB":
+        # PIL's own LAB -> RGB conversion reinterprets the channels without a colour transform. Imported here: only
+        # this rare mode needs littleCMS, which some Pillow builds lack.
+        from PIL import ImageCms
+        transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                            "LAB", "RGB")
+        im = ImageCms.applyTransform(im, transform)
+    try:
+        return im.convert(mode)
+    except ValueError as e:   # PIL: "conversion from X to Y not supported"
+        raise BadImage("unsupported pixel format", f"mode {im.mode}: {e}") from e
 
 
 # ---------------------------------------------------------------------------------------------------- entry point

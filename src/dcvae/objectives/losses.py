@@ -16,9 +16,8 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum()
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)."""
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + exp(logvar / 2) * eps, with eps ~ N(0, I) of mu's shape."""
     return mu + (0.5 * logvar).exp() * eps
 
 
@@ -77,12 +76,6 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, te
     loss = F.cross_entropy(logits, target)
     accuracy = (logits.argmax(dim=1) == 0).float().mean()
     return loss, accuracy.detach()
-
-
-def sample_patch_locations(batch: int, height: int, width: int, generator: torch.Generator | None,
-                           device: torch.device) -> torch.Tensor:
-    """One random spatial location per image, [N] flat indices into H*W (local-patch contrastive, Sec. 4.2)."""
-    return torch.randint(0, height * width, (batch,), generator=generator, device=device)
 
 
 def gather_patches(feature_map: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:

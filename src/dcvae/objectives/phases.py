@@ -22,6 +22,7 @@ from torch import nn
 from ..config import ObjectiveConfig
 from ..networks import Networks
 from . import losses
+from .noise import BatchNoise
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,14 @@ TERMS = {
 }
 
 
-def _encode_decode(nets: Networks, x: torch.Tensor, noise: torch.Generator
+def _encode_decode(nets: Networks, x: torch.Tensor, noise: BatchNoise
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     mu, logvar = nets.encoder(x)
-    return nets.decoder(losses.reparameterize(mu, logvar, noise)), mu, logvar
+    eps = noise.normal(*mu.shape, dtype=mu.dtype)
+    return nets.decoder(losses.reparameterize(mu, logvar, eps)), mu, logvar
 
 
-def _prior(n: int, latent_dim: int, noise: torch.Generator, device: torch.device) -> torch.Tensor:
-    return torch.randn(n, latent_dim, generator=noise, device=device)
-
-
-def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, noise: torch.Generator
+def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, noise: BatchNoise
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Set-level loss for D on real x [B, C, H, W], prior samples (B of them) and reconstructions of x.
 
@@ -58,14 +56,14 @@ def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, n
     """
     with torch.no_grad():
         x_rec, _, _ = _encode_decode(nets, x, noise)
-        x_fake = nets.decoder(_prior(len(x), nets.encoder.latent_dim, noise, x.device))
+        x_fake = nets.decoder(noise.normal(len(x), nets.encoder.latent_dim))
     real, fake, rec = (nets.discriminator(v)["logit"].float() for v in (x, x_fake, x_rec))
     loss = losses.gan_discriminator_loss(real, fake, rec, obj.gan_loss)
     return loss, {"loss/d": loss.detach(), "d/real": real.mean().detach(), "d/fake": fake.mean().detach(),
                   "d/rec": rec.mean().detach()}
 
 
-def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms: Terms, noise: torch.Generator,
+def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms: Terms, noise: BatchNoise,
                     sample_batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Encoder/decoder update: KL, plus the variant's reconstruction and GAN terms."""
     x_rec, mu, logvar = _encode_decode(nets, x, noise)
@@ -79,7 +77,7 @@ def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms
     if terms.gan or terms.reconstruction == "feature":
         d_rec = nets.discriminator(x_rec)
     if terms.gan:
-        x_fake = nets.decoder(_prior(sample_batch_size, nets.encoder.latent_dim, noise, x.device))
+        x_fake = nets.decoder(noise.normal(sample_batch_size, nets.encoder.latent_dim))
         g = losses.gan_generator_loss(nets.discriminator(x_fake)["logit"].float(), d_rec["logit"].float(),
                                       obj.gan_loss)
         loss = loss + g
@@ -94,7 +92,7 @@ def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms
 
 
 def contrastive_phase(nets: Networks, momentum_discriminator: nn.Module, queues: nn.ModuleDict, x: torch.Tensor,
-                      obj: ObjectiveConfig, noise: torch.Generator, patch_on: bool
+                      obj: ObjectiveConfig, noise: BatchNoise, patch_on: bool
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Instance-level loss (Eq. 8): InfoNCE on each contrastive layer (deep supervision) and, once `patch_on`,
     on one random 1x1xC location of `obj.patch_layer` (local patch, Sec. 4.2); plus KL.
@@ -120,7 +118,7 @@ def contrastive_phase(nets: Networks, momentum_discriminator: nn.Module, queues:
         new_keys[name] = keys[name]
     if patch_on:
         q_map, k_map = queries["map:" + obj.patch_layer], keys["map:" + obj.patch_layer]
-        where = losses.sample_patch_locations(len(x), q_map.shape[2], q_map.shape[3], noise, x.device)
+        where = noise.integers(q_map.shape[2] * q_map.shape[3], len(x))   # one location per image
         k_patch = losses.gather_patches(k_map, where)
         nce, accuracy = losses.info_nce(losses.gather_patches(q_map, where), k_patch, queues["patch"].keys,
                                         obj.temperature)

@@ -33,7 +33,7 @@ from flask import Flask, jsonify, request
 from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import HTTPException
 
-from ..data.datasets import fit_image
+from ..data.datasets import BadImage, fit_image
 from ..errors import UserError
 from . import DEFAULT_EXAMPLES, DEFAULT_HOST, DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_PORT
 
@@ -100,6 +100,8 @@ def image_from_bytes(data: bytes, channels: int, resolution: int) -> tuple[torch
         raise
     except UnidentifiedImageError:
         raise RequestError("not an image: the upload could not be decoded as PNG, JPEG, GIF, BMP or WebP") from None
+    except BadImage as e:   # e.g. a decompression bomb, refused from its header
+        raise RequestError(f"the upload cannot be used: {e}") from None
     except Exception as e:  # decoders raise almost any exception type on a corrupt or hostile file
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise RequestError(f"not an image: the upload could not be decoded ({reason})") from None

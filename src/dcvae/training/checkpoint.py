@@ -32,6 +32,11 @@ MODEL_FILE, CONFIG_FILE, STATE_FILE, MANIFEST_FILE = ("model.safetensors", "conf
 log = logging.getLogger("dcvae.checkpoint")
 
 
+def _dcvae_version() -> str:
+    from .. import __version__
+    return __version__
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -51,8 +56,10 @@ def save_checkpoint(checkpoints_dir: Path, iteration: int, weights: dict[str, to
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     name = f"iter-{iteration:07d}"
     final = checkpoints_dir / name
+    # One writer per run (rank 0), so any temporary folder here is the remains of a writer that was killed.
+    for stale in checkpoints_dir.glob(".tmp-iter-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = checkpoints_dir / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / MODEL_FILE),
               metadata={"format": str(FORMAT_VERSION)})
@@ -63,7 +70,8 @@ def save_checkpoint(checkpoints_dir: Path, iteration: int, weights: dict[str, to
         files.append(STATE_FILE)
     for f in files:
         _fsync_file(tmp / f)
-    manifest = {"format": FORMAT_VERSION, "iteration": iteration, "sha256": {f: _sha256(tmp / f) for f in files}}
+    manifest = {"format": FORMAT_VERSION, "dcvae_version": _dcvae_version(), "iteration": iteration,
+                "sha256": {f: _sha256(tmp / f) for f in files}}
     atomic_write_text(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2))
     if final.exists():  # same iteration saved again (e.g. the final save right after a periodic one)
         shutil.rmtree(final)
@@ -73,6 +81,9 @@ def save_checkpoint(checkpoints_dir: Path, iteration: int, weights: dict[str, to
     for old in list_checkpoints(checkpoints_dir)[:-keep]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
+    for partial in checkpoints_dir.glob("iter-*"):   # a deletion above that a kill interrupted
+        if not (partial / MANIFEST_FILE).is_file():
+            shutil.rmtree(partial, ignore_errors=True)
     return final
 
 
@@ -95,8 +106,10 @@ def verify_checkpoint(path: Path, need_state: bool = False) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"checkpoint {path} has an unreadable manifest ({e}); use another checkpoint") from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise UserError(f"checkpoint {path} has format {manifest.get('format')}, this dcvae reads format "
-                        f"{FORMAT_VERSION}; load it with the dcvae version that wrote it")
+        writer = manifest.get("dcvae_version", "an unknown version")
+        raise UserError(f"checkpoint {path} was written by dcvae {writer} in checkpoint format "
+                        f"{manifest.get('format')}; this dcvae ({_dcvae_version()}) reads format {FORMAT_VERSION}. "
+                        f"Load it with dcvae {writer}, or export its weights there")
     for name, digest in manifest["sha256"].items():
         file = path / name
         if not file.is_file() or _sha256(file) != digest:

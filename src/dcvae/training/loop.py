@@ -10,6 +10,7 @@ queues. Only rank 0 writes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import random
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -33,35 +35,36 @@ from ..files import atomic_write_text
 from ..networks import build_networks
 from ..objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
 from ..objectives.queue import NegativeQueue
+from ..objectives.noise import BatchNoise
 from . import checkpoint as ckpt
+from .distributed import average_gradients, use_global_batch_statistics, world_size
+from .preflight import preflight
 from .run_dir import prepare_run_dir, write_image_grid
 
 log = logging.getLogger("dcvae.train")
 
 
-def _average_gradients(params: list[nn.Parameter]) -> None:
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    flat = torch.cat([g.flatten() for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+class NonFiniteError(RuntimeError):
+    """A loss, gradient or weight became NaN or infinite during the iteration; the message names which."""
 
 
-def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> None:
+def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
     """Backward, average gradients across processes, step each optimiser. Parameters without a gradient (not in
-    this loss's graph) are skipped by Adam, so each loss updates exactly the parameters it reaches."""
+    this loss's graph) are skipped by Adam, so each loss updates exactly the parameters it reaches.
+
+    Returns each optimiser's gradient norm (a 0-dim float tensor, not synchronised; 0 when nothing had a gradient).
+    """
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     loss.backward()
+    norms = []
     for opt in optimizers:
         params = [p for group in opt.param_groups for p in group["params"]]
-        _average_gradients(params)
+        average_gradients(params)
+        grads = [p.grad for p in params if p.grad is not None]
+        norms.append(torch.stack(torch._foreach_norm(grads)).norm().float() if grads else loss.new_zeros(()))
         opt.step()
+    return norms
 
 
 @torch.no_grad()
@@ -111,10 +114,14 @@ class Trainer:
         self.cfg, self.acc = cfg, accelerator
         device, t, o = accelerator.device, cfg.train, cfg.objective
         self.terms = TERMS[o.variant]
+        # The KL is summed over the batch (released code) and gradients are averaged over processes, so the KL of
+        # the global batch needs its weight times the number of processes; one process is unchanged.
+        self.objective = dataclasses.replace(o, kl_weight=o.kl_weight * accelerator.num_processes)
         torch.set_flush_denormal(t.flush_denormal)
-        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        set_seed(t.seed)   # torch (identical initial weights on every rank), Python and NumPy, as saved in checkpoints
         self.nets = build_networks(cfg.model)
         for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
+            use_global_batch_statistics(module)   # batch statistics of the global batch (no-op on one process)
             module.to(device).train()
         self.decoder_ema = copy.deepcopy(self.nets.decoder).eval().requires_grad_(False)
         self.momentum_discriminator = copy.deepcopy(self.nets.discriminator).eval().requires_grad_(False)
@@ -129,27 +136,52 @@ class Trainer:
             queues["patch"] = NegativeQueue(o.patch_queue_size, channels, queue_init)
         self.queues = nn.ModuleDict(queues).to(device)
         # Noise of the reparameterisation, prior samples and patch locations: its own generator, reseeded every
-        # iteration from (seed, rank, iteration), so that its state never needs saving. Data order is shared.
-        self.noise = torch.Generator(device=device)
+        # iteration from (seed, iteration), so that its state never needs saving; each rank keeps its rows of the
+        # global batch's draws, as it keeps its rows of the global batch's images.
+        self.noise = BatchNoise(device, accelerator.process_index, accelerator.num_processes)
         if dataset is None:
             dataset = build_dataset(cfg.data, cfg.model.image_channels, cfg.model.resolution)
         self.dataset = dataset
         self.stream = BatchStream(dataset, t.batch_size, t.seed, device, accelerator.process_index,
                                   accelerator.num_processes, cfg.data.num_workers)
         self.iteration = 0
+        self.rollbacks = 0
+        self._finite_checks: list[tuple[str, torch.Tensor]] = []
 
     # -- one generator iteration -------------------------------------------------------------------------------
+    def _step(self, phase: str, loss: torch.Tensor, names: tuple[str, ...]) -> None:
+        """`_step` on the named optimisers, keeping the loss and gradient norms (on the device, no synchronisation)
+        for the end-of-iteration finiteness check."""
+        norms = _step(loss, [self.opt[name] for name in names])
+        self._finite_checks.append((f"the {phase} loss", loss.detach().float()))
+        self._finite_checks += [(f"the {name} gradients of the {phase} step", norm) for name, norm in zip(names, norms)]
+
+    def _check_finite(self) -> None:
+        """Raise NonFiniteError naming the first non-finite loss, gradient or weight of this iteration. One
+        synchronisation per iteration; with several processes every rank reaches the same verdict."""
+        params = [p for opt in self.opt.values() for group in opt.param_groups for p in group["params"]]
+        checks = self._finite_checks + [("the weights", torch.stack(torch._foreach_norm(params)).sum().float())]
+        self._finite_checks = []
+        bad = (~torch.isfinite(torch.stack([value for _, value in checks]))).float()
+        if world_size() > 1:
+            dist.all_reduce(bad)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            raise NonFiniteError(f"{checks[first][0]} became non-finite at iteration {self.iteration + 1}")
+
     def run_iteration(self) -> dict[str, torch.Tensor]:
+        """One generator iteration -> the logged statistics; raises NonFiniteError on divergence (the state is then
+        partly updated: roll back with `load`)."""
         cfg, nets, acc = self.cfg, self.nets, self.acc
-        o, t = cfg.objective, cfg.train
+        o, t = self.objective, cfg.train
         stats: dict[str, torch.Tensor] = {}
-        self.noise.manual_seed((t.seed * 1_000_003 + self.acc.process_index) * 1_000_003 + self.iteration)
+        self.noise.seed(t.seed * 1_000_003 ** 2 + self.iteration)
         if self.terms.gan:
             for _ in range(t.d_steps):
                 x, _ = self.stream.next()
                 with acc.autocast():
                     loss, s = discriminator_phase(nets, x, o, self.noise)
-                _step(loss, [self.opt["discriminator"]])
+                self._step("discriminator", loss, ("discriminator",))
                 stats.update(s)
         else:
             x, _ = self.stream.next()
@@ -157,7 +189,7 @@ class Trainer:
             nets.discriminator.requires_grad_(False)  # D is a fixed critic here: no gradient for its weights
             with acc.autocast():
                 loss, s = generator_phase(nets, x, o, self.terms, self.noise, t.sample_batch_size)
-            _step(loss, [self.opt["encoder"], self.opt["decoder"]])
+            self._step("generator", loss, ("encoder", "decoder"))
             nets.discriminator.requires_grad_(True)
             stats.update(s)
         if self.terms.contrastive:
@@ -166,11 +198,12 @@ class Trainer:
             with acc.autocast():
                 loss, s, keys = contrastive_phase(nets, self.momentum_discriminator, self.queues, x, o, self.noise,
                                                   patch_on)
-            _step(loss, [self.opt["encoder"], self.opt["decoder"], self.opt["discriminator"]])
+            self._step("contrastive", loss, ("encoder", "decoder", "discriminator"))
             for name, k in keys.items():
                 self.queues[name].enqueue(acc.gather(k.float().contiguous()))
             stats.update(s)
         _ema_update(self.decoder_ema, nets.decoder, t.ema_decay)
+        self._check_finite()
         self.iteration += 1
         return stats
 
@@ -192,6 +225,7 @@ class Trainer:
     def training_state(self) -> dict[str, Any]:
         return _to_cpu({
             "iteration": self.iteration,
+            "rollbacks": self.rollbacks,
             "processes": self.acc.num_processes,
             "data": self.stream.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self.opt.items()},
@@ -201,13 +235,16 @@ class Trainer:
         })
 
     def load(self, folder: Path) -> None:
-        weights = ckpt.load_weights(folder)
+        """Continue from a verified checkpoint folder."""
+        self.load_state(ckpt.load_weights(folder), ckpt.load_training_state(folder), folder)
+
+    def load_state(self, weights: dict[str, torch.Tensor], state: dict[str, Any], source: Path | str) -> None:
+        """Restore everything `weights()` and `training_state()` returned; `source` names them in messages."""
         for prefix, module in self._weight_modules().items():
-            ckpt.load_module_weights(module, weights, prefix, folder)
-        state = ckpt.load_training_state(folder)
+            ckpt.load_module_weights(module, weights, prefix, source)
         ranks = state["processes"]
         if ranks != self.acc.num_processes:
-            raise UserError(f"{folder} was written by {ranks} process(es) and this run has "
+            raise UserError(f"{source} was written by {ranks} process(es) and this run has "
                             f"{self.acc.num_processes}; resume with the same number of processes")
         for name, opt in self.opt.items():
             opt.load_state_dict(state["optimizers"][name])
@@ -216,6 +253,47 @@ class Trainer:
         self.stream.load_state_dict(state["data"])
         _set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self._finite_checks = []
+        self._set_learning_rate()
+
+    def _set_learning_rate(self) -> None:
+        """train.lr lowered once per rollback; applied after loading optimiser state (which carries its own lr),
+        so that a learning rate changed with --set on resume takes effect."""
+        lr = self.cfg.train.lr * self.cfg.train.rollback_lr_factor ** self.rollbacks
+        for opt in self.opt.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def snapshot(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """A copy of (weights, training state) in memory, for `load_state`."""
+        return {k: v.clone() for k, v in self.weights().items()}, copy.deepcopy(self.training_state())
+
+    def roll_back(self, run_dir: Path, error: NonFiniteError, initial: tuple[dict, dict] | None) -> str:
+        """After a divergence: reload the newest good checkpoint (or `initial`, the (weights, state) of iteration 0,
+        while no checkpoint exists) with the learning rate lowered, or raise UserError when the policy says stop.
+        Returns a description of what was done."""
+        t = self.cfg.train
+        if t.on_nonfinite == "stop" or self.rollbacks >= t.max_rollbacks:
+            done = (f" after {self.rollbacks} rollback(s) with the learning rate lowered to "
+                    f"{t.lr * t.rollback_lr_factor ** self.rollbacks:.3g}" if self.rollbacks else "")
+            raise UserError(f"training diverged: {error}{done} (train.on_nonfinite={t.on_nonfinite}, "
+                            f"train.max_rollbacks={t.max_rollbacks}). The checkpoints in {run_dir / 'checkpoints'} "
+                            "are intact; lower train.lr and continue with dcvae train --resume --out "
+                            f"{run_dir} --set train.lr=VALUE, or check the data") from None
+        rollbacks = self.rollbacks + 1
+        if ckpt.list_checkpoints(run_dir / "checkpoints"):
+            source = ckpt.resolve_checkpoint(run_dir, need_state=True)
+            self.load(source)
+        elif initial is not None:
+            source = "the initial weights"
+            self.load_state(*initial, source)
+        else:
+            raise UserError(f"training diverged: {error}, and {run_dir} holds no checkpoint to roll back to") from None
+        self.rollbacks = rollbacks
+        self._set_learning_rate()
+        return (f"{error}; rolled back to {source} (iteration {self.iteration}), rollback {rollbacks} of at most "
+                f"{t.max_rollbacks}, learning rate now {self.opt['encoder'].param_groups[0]['lr']:.3g}")
 
     def save(self, run_dir: Path) -> Path | None:
         path = None
@@ -269,6 +347,32 @@ def _periodic_evaluation(cfg: Config, acc: Accelerator, checkpoint: Path | None,
     acc.wait_for_everyone()
 
 
+def _mean_over_processes(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each statistic is a mean over the process's batch; their mean over processes is the global batch's."""
+    if not stats:
+        return {}
+    values = torch.stack(list(stats.values()))
+    if world_size() > 1:
+        dist.all_reduce(values)
+        values /= world_size()
+    return dict(zip(stats, values.tolist()))
+
+
+def _forget_after(metrics_log: Path, iteration: int) -> None:
+    """Drop the lines a stopped run logged after `iteration` (they are logged again), and a line cut by a kill."""
+    if not metrics_log.is_file():
+        return
+    kept = []
+    for line in metrics_log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("iteration", 0) <= iteration:
+            kept.append(line)
+    atomic_write_text(metrics_log, "".join(line + "\n" for line in kept))
+
+
 def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, progress: bool = True
           ) -> dict[str, Any]:
     """Train `cfg` into `run_dir`; `resume` = True (newest checkpoint of run_dir) or a checkpoint path.
@@ -286,31 +390,35 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
         mixed = "no"
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
     resume_from = None
-    if resume:
+    if resume is True and (run_dir / "config.json").is_file() and not ckpt.list_checkpoints(run_dir / "checkpoints"):
+        log.warning("%s was stopped before its first checkpoint: starting it again from iteration 0", run_dir)
+    elif resume:
         resume_from = ckpt.resolve_checkpoint(run_dir if resume is True else resume, need_state=True)
-        saved = ckpt.load_config_dict(resume_from)
-        for section in ("model", "objective", "data"):
-            if saved[section] != cfg.to_dict()[section]:
-                diff = {k: (saved[section].get(k), v) for k, v in cfg.to_dict()[section].items()
-                        if saved[section].get(k) != v}
-                raise UserError(f"cannot resume {resume_from} with a different {section} configuration "
-                                f"(checkpoint vs now: {diff}); only train.* settings may change on resume")
-    if cfg.train.eval_every and acc.is_main_process:
-        # Missing metric weights fail now (before the run folder exists) rather than hours into the run.
-        from ..metrics.evaluate import preflight
-        preflight(cfg.train.eval_metrics)
+    # Whatever would stop the run later (output folder, disk space, another run, resume mismatch, metric weights,
+    # unreadable data) is reported now, before anything is written.
+    dataset = preflight(cfg, run_dir, resume_from, resuming=bool(resume), main=acc.is_main_process,
+                        processes=acc.num_processes)
+    acc.wait_for_everyone()   # a rank whose data cannot be read stops the run before rank 0 writes
     if acc.is_main_process:
-        prepare_run_dir(run_dir, cfg, resuming=resume_from is not None)
+        prepare_run_dir(run_dir, cfg, resuming=bool(resume))
     acc.wait_for_everyone()
 
-    trainer = Trainer(cfg, acc)
+    trainer = Trainer(cfg, acc, dataset=dataset)
+    trainer.stream.skipped_file = run_dir / "skipped.txt" if acc.is_main_process else None
     if resume_from is not None:
         trainer.load(resume_from)
         log.info("resumed from %s at iteration %d", resume_from, trainer.iteration)
+    if resume and acc.is_main_process:
+        _forget_after(run_dir / "metrics.jsonl", trainer.iteration)
+
+    # A new run that diverges before its first checkpoint restarts from here.
+    initial = trainer.snapshot() if trainer.iteration == 0 else None
 
     t = cfg.train
     main = acc.is_main_process
-    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
+    # purge_step: TensorBoard drops what a killed run logged after the checkpoint it resumes from.
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=trainer.iteration + 1 if resume else None
+                           ) if main else None
     n_fixed = min(8, len(trainer.dataset))
     fixed_x = torch.stack([trainer.dataset[i][0] for i in range(n_fixed)]).to(acc.device)
     fixed_z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(t.seed + 2)).to(acc.device)
@@ -322,7 +430,20 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
     images_per_s = 0.0
     try:
         while trainer.iteration < t.iterations:
-            for key, value in trainer.run_iteration().items():
+            try:
+                stats = trainer.run_iteration()
+            except NonFiniteError as error:
+                done = trainer.roll_back(run_dir, error, initial)
+                log.warning("%s", done)
+                if main:
+                    with open(run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps({"iteration": trainer.iteration, "event": "rollback", "reason": done})
+                                + "\n")
+                bar.n = trainer.iteration
+                window.clear()
+                window_start, window_iters = time.perf_counter(), 0
+                continue
+            for key, value in stats.items():
                 window[key].append(value)
             window_iters += 1
             bar.update(1)
@@ -330,7 +451,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
             if it % t.log_every == 0 or it == t.iterations:
                 elapsed = time.perf_counter() - window_start
                 images_per_s = window_iters * trainer.images_per_iteration / max(elapsed, 1e-9)
-                last = {k: float(torch.stack(v).float().mean()) for k, v in window.items()}
+                last = _mean_over_processes({k: torch.stack(v).float().mean() for k, v in window.items()})
                 record = {"iteration": it, "epoch": trainer.stream.epoch, "images_per_s": round(images_per_s, 2),
                           **{k: round(v, 6) for k, v in last.items()}}
                 if main:
@@ -348,10 +469,12 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
                 trainer.write_images(run_dir, writer, fixed_x, fixed_z)
             if it % t.checkpoint_every == 0 or it == t.iterations:
                 checkpoint = trainer.save(run_dir)
+                initial = None   # from now on a divergence rolls back to a checkpoint
                 if t.eval_every and it % t.eval_every == 0:
                     _periodic_evaluation(cfg, acc, checkpoint, writer, it)
     finally:
         bar.close()
+        trainer.stream.close()
         if writer is not None:
             writer.close()
     summary = {"iterations": trainer.iteration, "epochs": trainer.stream.epoch, "variant": cfg.objective.variant,

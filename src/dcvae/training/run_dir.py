@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -14,19 +13,13 @@ from ..files import atomic_output, atomic_write_text
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resuming: bool) -> None:
-    """Create the run folder and write config.json; refuse to start a new run over an existing one."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"output path {run_dir} exists and is not a folder; choose another --out")
+    """Create the run folder and write config.json. Call after `preflight.preflight`, which refuses a folder that
+    holds another run, cannot be written or lacks the space."""
     existing = run_dir / "config.json"
-    if existing.exists() and not resuming:
-        raise UserError(f"{run_dir} already holds a run; continue it with --resume or choose another --out "
-                        "(nothing was changed)")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
+    except OSError as e:   # the file system changed since the preflight
         raise UserError(f"cannot create output folder {run_dir}: {e.strerror}; choose another --out") from None
-    if not os.access(run_dir, os.W_OK):
-        raise UserError(f"output folder {run_dir} is not writable; choose another --out")
     if resuming and existing.exists():
         previous = json.loads(existing.read_text())
         if previous != cfg.to_dict():
