@@ -22,9 +22,11 @@ VARIANTS = ("vae", "vaegan", "vae-contrastive", "dcvae")
 
 @dataclass
 class ModelConfig:
-    backbone: str = "autogan32"          # autogan32 (paper, Fig. 15) | compact32 (small grayscale family)
+    backbone: str = "autogan32"          # autogan32 (paper, Fig. 15) | compact32 (small grayscale family) |
+                                         # progressive (ProGAN, the paper's 64..512 px backbone; see `growth`)
     image_channels: int = 3              # 1 or 3
-    resolution: int = 32                 # both backbones are 32x32; 28x28 data is padded
+    resolution: int = 32                 # autogan32 and compact32: 32 (28x28 data is padded); progressive: the
+                                         # final resolution, 4 times a power of two from 8 to 1024
     latent_dim: int = 128                # paper: 128 at 32x32
     gen_width: int = 256                 # decoder channels (AutoGAN gf)
     dis_width: int = 128                 # encoder / discriminator channels (AutoGAN df)
@@ -50,10 +52,11 @@ class ObjectiveConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"             # mnist | fashion-mnist | cifar10 | stl10 | folder
+    dataset: str = "cifar10"             # mnist | fashion-mnist | cifar10 | stl10 | celeba | celebahq |
+                                         # lsun_bedroom | folder
     root: str = ""                       # data root (torchvision layout) or the image folder; "" = default places
     split: str = "train"
-    on_bad_image: str = "error"          # error | skip  (image folders only)
+    on_bad_image: str = "error"          # error | skip  (image folders, CelebA and CelebA-HQ)
     num_workers: int = 0
 
 
@@ -85,11 +88,27 @@ class TrainConfig:
 
 
 @dataclass
+class GrowthConfig:
+    """Progressive growing (model.backbone=progressive only; ProGAN's schedule, Karras et al. 2018, A.1), counted
+    in real images shown to the discriminator. Level l works at 4 * 2**l px: the start level is stabilised, then
+    each next level is faded in over `fade_images` and stabilised over `stable_images`; the last level then trains
+    until train.iterations."""
+    start_resolution: int = 4
+    fade_images: int = 600_000
+    stable_images: int = 600_000
+    # real images per D step (per process) at resolutions 4, 8, 16, ..., one per level up to model.resolution
+    # (ProGAN: 16 up to 128, then 14, 6, 3); replaces train.batch_size. The G step's prior samples keep the ratio
+    # train.sample_batch_size / train.batch_size. Empty: train.batch_size at every resolution.
+    batch_sizes: list[int] = field(default_factory=lambda: [16, 16, 16, 16, 16, 16, 14, 6, 3])
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    growth: GrowthConfig = field(default_factory=GrowthConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,15 +124,25 @@ class Config:
 
     def validate(self) -> "Config":
         m, o, d, t = self.model, self.objective, self.data, self.train
-        _choice("model.backbone", m.backbone, ("autogan32", "compact32"))
+        _choice("model.backbone", m.backbone, ("autogan32", "compact32", "progressive"))
         _choice("model.image_channels", m.image_channels, (1, 3))
-        _choice("model.resolution", m.resolution, (32,))
+        progressive = m.backbone == "progressive"
+        _choice("model.resolution", m.resolution, tuple(4 << level for level in range(1, 9)) if progressive else (32,))
         _choice("objective.variant", o.variant, VARIANTS)
         _choice("objective.gan_loss", o.gan_loss, ("hinge", "logistic"))
-        _choice("data.dataset", d.dataset, ("mnist", "fashion-mnist", "cifar10", "stl10", "folder"))
+        _choice("data.dataset", d.dataset, ("mnist", "fashion-mnist", "cifar10", "stl10", "celeba", "celebahq",
+                                            "lsun_bedroom", "folder"))
         _choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))
         _choice("train.mixed_precision", t.mixed_precision, ("no", "bf16"))
-        layers = [f"b{i}" for i in range(1, 5 if m.backbone == "autogan32" else 4)] + ["final"]
+        if progressive:
+            self._validate_growth()
+            # the maps b1 (max/2) .. bK (4x4) that exist from the first phase on: a contrastive head needs its map
+            # at every phase, so a progressive run may use b_k only where max / 2**k <= growth.start_resolution
+            levels = m.resolution.bit_length() - 3
+            layers = [f"b{k}" for k in range(1, levels + 1) if m.resolution >> k <= self.growth.start_resolution]
+            layers.append("final")
+        else:
+            layers = [f"b{i}" for i in range(1, 5 if m.backbone == "autogan32" else 4)] + ["final"]
         for name in o.contrastive_layers:
             _choice("objective.contrastive_layers", name, layers)
         if not o.contrastive_layers and o.variant in ("dcvae", "vae-contrastive"):
@@ -133,9 +162,10 @@ class Config:
                            ("train.checkpoint_every", t.checkpoint_every), ("train.keep_checkpoints", t.keep_checkpoints)):
             if value < 1:
                 raise UserError(f"{key} must be at least 1, got {value}")
-        if o.queue_size < t.batch_size or (o.patch_layer and o.patch_queue_size < t.batch_size):
+        batch = max(self.batch_sizes())
+        if o.queue_size < batch or (o.patch_layer and o.patch_queue_size < batch):
             raise UserError(f"the negative queues ({o.queue_size}, patch {o.patch_queue_size}) must hold at least "
-                            f"one batch ({t.batch_size}); raise objective.queue_size or lower train.batch_size")
+                            f"one batch ({batch}); raise objective.queue_size or lower train.batch_size")
         if len(t.betas) != 2:
             raise UserError(f"train.betas needs two values, got {t.betas}; e.g. --set train.betas=0,0.9")
         if m.backbone == "compact32" and m.gen_width < 2:
@@ -160,6 +190,28 @@ class Config:
             if t.eval_n < 2:
                 raise UserError(f"train.eval_n must be at least 2 (FID and KID need two images), got {t.eval_n}")
         return self
+
+    def batch_sizes(self) -> list[int]:
+        """Real images per D step (per process) at each level 0, 1, ... of the run: one entry (train.batch_size)
+        unless the backbone grows progressively (growth.batch_sizes, or train.batch_size at every level)."""
+        if self.model.backbone != "progressive":
+            return [self.train.batch_size]
+        levels = self.model.resolution.bit_length() - 2
+        return self.growth.batch_sizes[:levels] if self.growth.batch_sizes else [self.train.batch_size] * levels
+
+    def _validate_growth(self) -> None:
+        g, levels = self.growth, self.model.resolution.bit_length() - 2     # 8 -> 2 levels (4, 8)
+        starts = tuple(4 << level for level in range(levels))
+        if g.start_resolution not in starts:
+            raise UserError(f"growth.start_resolution={g.start_resolution} must be one of {starts} (4 times a power "
+                            f"of two, at most model.resolution={self.model.resolution})")
+        if g.fade_images < 1 or g.stable_images < 0:
+            raise UserError(f"growth.fade_images ({g.fade_images}) must be at least 1 and growth.stable_images "
+                            f"({g.stable_images}) at least 0")
+        if g.batch_sizes and (len(g.batch_sizes) < levels or min(g.batch_sizes[:levels]) < 1):
+            raise UserError(f"growth.batch_sizes={g.batch_sizes} needs one positive batch size per resolution "
+                            f"{', '.join(map(str, starts))} (model.resolution={self.model.resolution}); e.g. --set "
+                            f"growth.batch_sizes={','.join(['16'] * levels)}")
 
 
 def _choice(key: str, value: Any, choices: tuple) -> None:
@@ -189,6 +241,34 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "train.iterations": 3000, "train.image_every": 250, "train.checkpoint_every": 500,
                   "train.log_every": 25},
 }
+
+
+def _progressive(dataset: str, resolution: int) -> dict[str, Any]:
+    """A preset of the paper's high-resolution experiments (Sec. 5, the Progressive GAN backbone): latent 512,
+    ProGAN's channels, optimiser (Adam lr 1e-3, betas (0, 0.99)), one D step per G step and growing schedule.
+    It trains until the growth is complete and the final resolution has had one more stabilisation phase."""
+    g = GrowthConfig()
+    levels = resolution.bit_length() - 2
+    images = [g.stable_images] + [g.fade_images + g.stable_images] * (levels - 1)
+    images[-1] += g.stable_images
+    iterations = sum(n // batch for n, batch in zip(images, g.batch_sizes))
+    return {"data.dataset": dataset, "model.backbone": "progressive", "model.resolution": resolution,
+            "model.latent_dim": 512, "model.gen_width": 512, "model.dis_width": 512,
+            "objective.contrastive_layers": [f"b{levels - 1}", "final"],    # the 4x4 map (ProGAN's last) and final
+            "train.lr": 1e-3, "train.betas": [0.0, 0.99], "train.d_steps": 1, "train.batch_size": 16,
+            "train.sample_batch_size": 32, "train.iterations": iterations, "train.image_every": 5000,
+            "train.checkpoint_every": 5000, "train.log_every": 100}
+
+
+PRESETS.update({
+    # Paper Tables 3-5, 7, 8 and Figures 1, 4-6, 8, 11-14: CelebA (aligned, centre-cropped), CelebA-HQ
+    # (IntroVAE's 29,000 / 1,000 split) and LSUN Bedroom on the progressive backbone.
+    "celeba64": _progressive("celeba", 64),
+    "celeba128": _progressive("celeba", 128),
+    "celebahq256": _progressive("celebahq", 256),
+    "celebahq512": _progressive("celebahq", 512),
+    "lsun_bedroom128": _progressive("lsun_bedroom", 128),
+})
 
 
 def preset(name: str) -> Config:
@@ -277,7 +357,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
         raise UserError(f"config file {path} cannot be read as {'JSON' if path.suffix == '.json' else 'YAML'}: {e}")
     if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of sections (model, objective, data, train)")
+        raise UserError(f"config file {path} must hold a mapping of sections (model, objective, data, train, growth)")
     return _flatten(data)
 
 

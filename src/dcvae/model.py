@@ -50,10 +50,12 @@ class DCVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """z [N, latent_dim] -> images [N, C, H, W] in [-1, 1]."""
+        """z [N, latent_dim] -> images [N, C, H, W] in [-1, 1] (the progressive decoder's output is linear, as
+        ProGAN's, and clipped here; H = W is the decoder's current resolution, below model.resolution for a
+        checkpoint saved before its growth ended)."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise UserError(f"latents must be [N, {self.latent_dim}]; got {tuple(z.shape)}")
-        return self.decoder(z.to(self.device, torch.float32))
+        return self.decoder(z.to(self.device, torch.float32)).clamp(-1, 1)
 
     @torch.no_grad()
     def sample(self, n: int, truncation: float | None = None, generator: torch.Generator | None = None

@@ -1,4 +1,5 @@
-"""Data sets: MNIST, Fashion-MNIST, CIFAR-10, STL-10 and any folder of images.
+"""Data sets: MNIST, Fashion-MNIST, CIFAR-10, STL-10 and any folder of images (CelebA, CelebA-HQ and LSUN Bedroom
+are in highres.py).
 
 Every data set built by `build_dataset` yields `(image, label)`: image float32 [C, R, R] in [-1, 1] (uint8 pixel p
 maps to p / 127.5 - 1, so 0 -> -1 and 255 -> 1), label an int (-1 when unlabeled). Each has `description`, one line
@@ -37,9 +38,15 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("train", "test"),
     "cifar10": ("train", "test"),
     "stl10": ("train", "test", "unlabeled", "train+unlabeled"),
+    # The high-resolution sets of highres.py.
+    "celeba": ("train", "valid", "test", "all"),
+    "celebahq": ("train", "test", "all"),
+    "lsun_bedroom": ("train", "val"),
 }
-NATIVE_CHANNELS = {"mnist": 1, "fashion-mnist": 1, "cifar10": 3, "stl10": 3}
-DISPLAY_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "stl10": "STL-10"}
+NATIVE_CHANNELS = {"mnist": 1, "fashion-mnist": 1, "cifar10": 3, "stl10": 3, "celeba": 3, "celebahq": 3,
+                   "lsun_bedroom": 3}
+DISPLAY_NAMES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "stl10": "STL-10",
+                 "celeba": "CelebA", "celebahq": "CelebA-HQ", "lsun_bedroom": "LSUN Bedroom"}
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 MAX_IMAGE_FILE_BYTES = 100 * 2**20
@@ -68,10 +75,16 @@ PIXEL_SCALING = "pixels p/127.5 - 1 in [-1, 1]"
 class FitToResolution:
     """Maps a float image [C, H, W] in [-1, 1] to [C, R, R] in [-1, 1]: unchanged when already R x R; 28x28 -> 32x32
     by padding 2 px of black (-1) each side, so digits keep their pixels; anything else by torchvision's antialiased
-    bilinear resize (square sources only: the aspect ratio is not kept)."""
+    bilinear resize (square sources only: the aspect ratio is not kept). A source smaller than R (other than the
+    28x28 padding) is refused: upsampled images would train a model on blur."""
 
-    def __init__(self, height: int, width: int, resolution: int, note: str = ""):
+    def __init__(self, height: int, width: int, resolution: int, note: str = "", source: str = "the data set"):
         self.resolution = resolution
+        if min(height, width) < resolution and (height, width, resolution) != (28, 28, 32):
+            raise UserError(f"{source} has {height}x{width} images, smaller than model.resolution={resolution}; "
+                            "images are never upsampled: use a preset of this data's resolution (e.g. "
+                            "--preset cifar10 or stl10 at 32x32) or a data set of at least "
+                            f"{resolution}x{resolution} images")
         if (height, width) == (resolution, resolution):
             self.mode = "none"
             self.text = f"{height}x{width}, not resized"
@@ -255,7 +268,7 @@ def _load_mnist_like(kind: str, root: str, split: str) -> tuple[np.ndarray, np.n
 
 def _build_mnist_like(kind: str, data: DataConfig, split: str, resolution: int) -> InMemoryImages:
     images, labels, source = _load_mnist_like(kind, data.root, split)
-    fit = FitToResolution(28, 28, resolution)
+    fit = FitToResolution(28, 28, resolution, source=DISPLAY_NAMES[kind])
     description = (f"{DISPLAY_NAMES[kind]} {split}, {len(images)} images from {source}; {fit.text}; "
                    f"{PIXEL_SCALING}")
     # IDX arrays are read-only views of the file's bytes; torch wants writable memory.
@@ -312,7 +325,7 @@ def _build_cifar10(data: DataConfig, split: str, resolution: int) -> InMemoryIma
         # Each row: 1024 red, 1024 green, 1024 blue, each a 32x32 image in row-major order.
         images.append(pixels.reshape(-1, 3, 32, 32))
         labels.append(targets)
-    fit = FitToResolution(32, 32, resolution)
+    fit = FitToResolution(32, 32, resolution, source="CIFAR-10")
     count = sum(len(x) for x in images)
     description = (f"CIFAR-10 {split}, {count} images from {folder} ({', '.join(names)}); {fit.text}; "
                    f"{PIXEL_SCALING}")
@@ -393,7 +406,7 @@ def _build_stl10(data: DataConfig, split: str, resolution: int) -> STL10Binary:
                             f"1..10, one per image: replace both files with those from stl10_binary.tar.gz")
         labels.append(y - 1)   # STL-10 numbers classes 1..10
     all_labels = np.concatenate(labels)
-    fit = FitToResolution(96, 96, resolution, note="the AutoGAN protocol resizes STL-10 to 32x32")
+    fit = FitToResolution(96, 96, resolution, note="the AutoGAN protocol resizes STL-10 to 32x32", source="STL-10")
     count_text = " + ".join(f"{c} {p.stem.removesuffix('_X')}" for p, c in parts)
     description = (f"STL-10 {split}, {len(all_labels)} images ({count_text}) from {folder}; {fit.text}; "
                    f"{PIXEL_SCALING}; unlabeled images have label -1")
@@ -666,15 +679,18 @@ def build_dataset(data: DataConfig, channels: int, resolution: int, split: str |
             raise UserError(f"data.split={split!r} is not a split of {kind}; valid splits: {', '.join(SPLITS[kind])}")
         native = NATIVE_CHANNELS[kind]
         if channels != native:
-            other = "a 3-channel data set (cifar10, stl10, folder)" if channels == 3 else \
-                "a 1-channel data set (mnist, fashion-mnist, folder)"
+            fitting = ", ".join([name for name, c in NATIVE_CHANNELS.items() if c == channels] + ["folder"])
+            other = f"a {channels}-channel data set ({fitting})"
             raise UserError(f"{DISPLAY_NAMES[kind]} images have {native} channel{'s' if native > 1 else ''} but the "
                             f"model expects {channels}; set model.image_channels={native} or use {other}")
         if kind in ("mnist", "fashion-mnist"):
             dataset = _build_mnist_like(kind, data, split, resolution)
         elif kind == "cifar10":
             dataset = _build_cifar10(data, split, resolution)
-        else:
+        elif kind == "stl10":
             dataset = _build_stl10(data, split, resolution)
+        else:
+            from .highres import build_highres   # here: highres imports this module
+            dataset = build_highres(data, split, channels, resolution)
     LOG.info("data: %s", dataset.description)
     return dataset

@@ -144,6 +144,19 @@ class BatchStream:
         self.position += 1
         return images.to(self.device, non_blocking=True), labels
 
+    def set_batch_size(self, batch_size: int) -> None:
+        """Change the batch size (progressive growing changes it between resolutions). The order of an epoch is
+        cut into batches of one size, so a change part-way through an epoch starts the next epoch."""
+        if batch_size == self.batch_size:
+            return
+        if len(self.dataset) < batch_size * self.world:
+            raise UserError(f"the data set has {len(self.dataset)} images, fewer than one batch of "
+                            f"{batch_size * self.world}; add images or lower growth.batch_sizes")
+        if self.position:
+            self._end_epoch()
+            self.epoch, self.position, self.skipped = self.epoch + 1, 0, {}
+        self.batch_size, self._iterator = batch_size, None
+
     def close(self) -> None:
         """End the worker processes of the current epoch now (a later `next()` starts them again where it left)."""
         self._iterator = None
@@ -174,9 +187,11 @@ class BatchStream:
 
     def state_dict(self) -> dict[str, Any]:
         """The stream's position, and the files skipped so far in this epoch (rank 0's, with several processes)."""
-        return {"epoch": self.epoch, "position": self.position, "skipped": dict(self.skipped)}
+        return {"epoch": self.epoch, "position": self.position, "batch_size": self.batch_size,
+                "skipped": dict(self.skipped)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self.batch_size = int(state.get("batch_size", self.batch_size))
         self.skipped = dict(state.get("skipped", {}))
         self._iterator = None

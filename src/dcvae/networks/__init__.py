@@ -1,4 +1,5 @@
-"""Networks: the paper's AutoGAN-based 32x32 backbone and a compact grayscale family.
+"""Networks: the paper's AutoGAN-based 32x32 backbone, a compact grayscale family, and the progressive-growing
+backbone of the paper's 64..512 px experiments.
 
 `build_networks(model_config)` returns the encoder, decoder and contrastive discriminator of a configuration.
 """
@@ -11,8 +12,9 @@ from torch import nn
 from .autogan import AutoGANDecoder, AutoGANTrunk
 from .compact import CompactDecoder, CompactTrunk
 from .heads import ContrastiveDiscriminator, Encoder
+from .progressive import ProgressiveDecoder, ProgressiveTrunk
 
-BACKBONES = {"autogan32": (AutoGANTrunk, AutoGANDecoder), "compact32": (CompactTrunk, CompactDecoder)}
+BACKBONES = ("autogan32", "compact32", "progressive")
 
 
 @dataclass
@@ -24,15 +26,29 @@ class Networks:
 
 def build_networks(model) -> Networks:
     """Build the three networks of a `ModelConfig` (see dcvae.config)."""
-    trunk_cls, decoder_cls = BACKBONES[model.backbone]
-    encoder = Encoder(trunk_cls(model.image_channels, model.dis_width), model.latent_dim)
-    decoder = decoder_cls(model.latent_dim, model.gen_width, model.image_channels)
-    discriminator = ContrastiveDiscriminator(trunk_cls(model.image_channels, model.dis_width), model.contrastive_dim)
-    return Networks(encoder, decoder, discriminator)
+    c = model.image_channels
+    if model.backbone == "progressive":
+        # The encoder's code of an image must not depend on its batch: no minibatch standard deviation there.
+        encoder = Encoder(ProgressiveTrunk(c, model.dis_width, model.resolution, minibatch_std=False),
+                          model.latent_dim)
+        decoder: nn.Module = ProgressiveDecoder(model.latent_dim, model.gen_width, c, model.resolution)
+        trunk: nn.Module = ProgressiveTrunk(c, model.dis_width, model.resolution)
+    else:
+        trunk_cls, decoder_cls = {"autogan32": (AutoGANTrunk, AutoGANDecoder),
+                                  "compact32": (CompactTrunk, CompactDecoder)}[model.backbone]
+        encoder = Encoder(trunk_cls(c, model.dis_width), model.latent_dim)
+        decoder = decoder_cls(model.latent_dim, model.gen_width, c)
+        trunk = trunk_cls(c, model.dis_width)
+    return Networks(encoder, decoder, ContrastiveDiscriminator(trunk, model.contrastive_dim))
+
+
+def growing_modules(*modules: nn.Module) -> list[nn.Module]:
+    """The progressive modules (those with `set_growth`) inside `modules`."""
+    return [m for module in modules for m in module.modules() if hasattr(m, "set_growth")]
 
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "Networks", "build_networks", "count_parameters", "Encoder", "ContrastiveDiscriminator"]
+__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "count_parameters", "Encoder", "ContrastiveDiscriminator"]

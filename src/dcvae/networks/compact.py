@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import init_autogan_, spectral_norm
+from .layers import init_autogan_, spectral_linear, spectral_norm
 
 
 class CompactDecoder(nn.Module):
@@ -54,6 +54,8 @@ class CompactTrunk(nn.Module):
         init_autogan_(self)
         if use_spectral_norm:
             spectral_norm(self)
+
+    head_linear = staticmethod(spectral_linear)   # what the encoder and discriminator heads are made of
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []

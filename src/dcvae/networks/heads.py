@@ -1,10 +1,12 @@
-"""Encoder and discriminator built on a backbone trunk (AutoGANTrunk or CompactTrunk)."""
+"""Encoder and discriminator built on a backbone trunk (AutoGANTrunk, CompactTrunk or ProgressiveTrunk).
+
+The heads' Linear layers are the trunk's `head_linear`: spectral-norm at 32x32 (released code), equalised
+learning rate on the progressive trunk (ProGAN)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .layers import spectral_norm
 
 
 class Encoder(nn.Module):
@@ -17,7 +19,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.trunk = trunk
         self.latent_dim = latent_dim
-        self.head = spectral_norm(nn.Linear(trunk.feature_dim, 2 * latent_dim, bias=False))
+        self.head = trunk.head_linear(trunk.feature_dim, 2 * latent_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk.pool(self.trunk(x)[-1])
@@ -49,8 +51,8 @@ class ContrastiveDiscriminator(nn.Module):
     def __init__(self, trunk: nn.Module, contrastive_dim: int = 16):
         super().__init__()
         self.trunk = trunk
-        self.l5 = spectral_norm(nn.Linear(trunk.feature_dim, contrastive_dim, bias=False))
-        self.logit = spectral_norm(nn.Linear(contrastive_dim, 1))
+        self.l5 = trunk.head_linear(trunk.feature_dim, contrastive_dim, bias=False)
+        self.logit = trunk.head_linear(contrastive_dim, 1)
         self.block_heads = nn.ModuleDict({
             f"b{i + 1}": BlockHead(c, h, w, contrastive_dim) for i, (c, h, w) in enumerate(trunk.block_shapes)
         })

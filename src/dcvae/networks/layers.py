@@ -22,3 +22,8 @@ def spectral_norm(module: nn.Module) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             _spectral_norm_one(m)
     return module
+
+
+def spectral_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:
+    """The heads' Linear on the 32x32 trunks (released code): spectral-norm nn.Linear with PyTorch's default init."""
+    return spectral_norm(nn.Linear(in_features, out_features, bias=bias))

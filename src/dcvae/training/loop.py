@@ -32,12 +32,13 @@ from ..data import build_dataset
 from ..data.stream import BatchStream
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..networks import build_networks
+from ..networks import build_networks, growing_modules
 from ..objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
 from ..objectives.queue import NegativeQueue
 from ..objectives.noise import BatchNoise
 from . import checkpoint as ckpt
 from .distributed import average_gradients, use_global_batch_statistics, world_size
+from .growth import GrowthSchedule, Phase, real_images
 from .preflight import preflight
 from .run_dir import prepare_run_dir, write_image_grid
 
@@ -142,7 +143,13 @@ class Trainer:
         if dataset is None:
             dataset = build_dataset(cfg.data, cfg.model.image_channels, cfg.model.resolution)
         self.dataset = dataset
-        self.stream = BatchStream(dataset, t.batch_size, t.seed, device, accelerator.process_index,
+        # Progressive growing: the phase (resolution, fade-in alpha, batch size) follows the real images shown.
+        self.schedule = GrowthSchedule(cfg)
+        self.growing = growing_modules(self.nets.encoder, self.nets.decoder, self.nets.discriminator,
+                                       self.decoder_ema, self.momentum_discriminator)
+        self.images_seen = 0
+        self.phase = self.schedule.phase(0)
+        self.stream = BatchStream(dataset, self.phase.batch_size, t.seed, device, accelerator.process_index,
                                   accelerator.num_processes, cfg.data.num_workers)
         self.iteration = 0
         self.rollbacks = 0
@@ -169,6 +176,18 @@ class Trainer:
             first = int(bad.nonzero()[0])
             raise NonFiniteError(f"{checks[first][0]} became non-finite at iteration {self.iteration + 1}")
 
+    def _enter_phase(self) -> Phase:
+        """Set the growth phase of `images_seen` on every progressive module and the data stream."""
+        self.phase = phase = self.schedule.phase(self.images_seen)
+        for module in self.growing:
+            module.set_growth(phase.level, phase.alpha)
+        self.stream.set_batch_size(phase.batch_size)
+        return phase
+
+    def _real_batch(self) -> torch.Tensor:
+        x, _ = self.stream.next()
+        return real_images(x, self.phase)
+
     def run_iteration(self) -> dict[str, torch.Tensor]:
         """One generator iteration -> the logged statistics; raises NonFiniteError on divergence (the state is then
         partly updated: roll back with `load`)."""
@@ -176,19 +195,22 @@ class Trainer:
         o, t = self.objective, cfg.train
         stats: dict[str, torch.Tensor] = {}
         self.noise.seed(t.seed * 1_000_003 ** 2 + self.iteration)
+        phase = self._enter_phase()
+        # the G step's prior samples keep the configured ratio to the real batch when the batch grows or shrinks
+        sample_batch_size = max(1, round(t.sample_batch_size * phase.batch_size / t.batch_size))
         if self.terms.gan:
             for _ in range(t.d_steps):
-                x, _ = self.stream.next()
+                x = self._real_batch()
                 with acc.autocast():
                     loss, s = discriminator_phase(nets, x, o, self.noise)
                 self._step("discriminator", loss, ("discriminator",))
                 stats.update(s)
         else:
-            x, _ = self.stream.next()
+            x = self._real_batch()
         if self.terms.gan or self.terms.reconstruction:
             nets.discriminator.requires_grad_(False)  # D is a fixed critic here: no gradient for its weights
             with acc.autocast():
-                loss, s = generator_phase(nets, x, o, self.terms, self.noise, t.sample_batch_size)
+                loss, s = generator_phase(nets, x, o, self.terms, self.noise, sample_batch_size)
             self._step("generator", loss, ("encoder", "decoder"))
             nets.discriminator.requires_grad_(True)
             stats.update(s)
@@ -205,12 +227,17 @@ class Trainer:
         _ema_update(self.decoder_ema, nets.decoder, t.ema_decay)
         self._check_finite()
         self.iteration += 1
+        self.images_seen += self.images_per_iteration
+        if self.schedule.progressive:
+            stats["growth/resolution"] = torch.tensor(float(phase.resolution), device=acc.device)
+            stats["growth/alpha"] = torch.tensor(phase.alpha, device=acc.device)
         return stats
 
     @property
     def images_per_iteration(self) -> int:
+        """Real images one generator iteration takes (all processes), at the current phase's batch size."""
         steps = self.cfg.train.d_steps if self.terms.gan else 1
-        return steps * self.cfg.train.batch_size * self.acc.num_processes
+        return steps * self.phase.batch_size * self.acc.num_processes
 
     # -- checkpoints -----------------------------------------------------------------------------------------------
     def _weight_modules(self) -> dict[str, nn.Module]:
@@ -225,6 +252,7 @@ class Trainer:
     def training_state(self) -> dict[str, Any]:
         return _to_cpu({
             "iteration": self.iteration,
+            "images_seen": self.images_seen,
             "rollbacks": self.rollbacks,
             "processes": self.acc.num_processes,
             "data": self.stream.state_dict(),
@@ -253,6 +281,8 @@ class Trainer:
         self.stream.load_state_dict(state["data"])
         _set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
+        self.images_seen = int(state.get("images_seen", 0))
+        self.phase = self.schedule.phase(self.images_seen)
         self.rollbacks = int(state.get("rollbacks", 0))
         self._finite_checks = []
         self._set_learning_rate()
@@ -308,6 +338,7 @@ class Trainer:
     def write_images(self, run_dir: Path, writer, fixed_x: torch.Tensor, fixed_z: torch.Tensor) -> None:
         """Inputs | reconstructions and samples, from the EMA decoder, in eval mode (which changes no state)."""
         encoder = self.nets.encoder
+        fixed_x = real_images(fixed_x, self.phase)
         encoder.eval()
         mu, _ = encoder(fixed_x)
         encoder.train()

@@ -223,11 +223,11 @@ def _check_disk_space(cfg: Config, run_dir: Path) -> None:
 # -- data ----------------------------------------------------------------------------------------------------------
 def _read_data(cfg: Config, processes: int) -> Dataset:
     dataset = build_dataset(cfg.data, cfg.model.image_channels, cfg.model.resolution)
-    n, batch = len(dataset), cfg.train.batch_size * processes
-    # The data stream refuses this too, but only once the run folder is set up.
+    n, batch = len(dataset), max(cfg.batch_sizes()) * processes
+    # The data stream refuses this too, but only once the run folder is set up (or the growth reaches that batch).
     if n < batch:
-        raise UserError(f"the data set has {n} images, fewer than one batch of {batch}; add images or lower "
-                        "train.batch_size")
+        knob = "growth.batch_sizes" if len(cfg.batch_sizes()) > 1 else "train.batch_size"
+        raise UserError(f"the data set has {n} images, fewer than one batch of {batch}; add images or lower {knob}")
     # A data set is read lazily: a missing or corrupt file (a truncated STL-10 binary, an unreadable image) would
     # otherwise surface at the first batch that reaches it. The first and last items cover both ends of the files.
     for index in sorted({0, n - 1}):
