@@ -426,8 +426,8 @@ def test_lsun_missing_and_corrupt(tmp_path, bedroom):
                                         r"\(.*\); expected the lmdb database as distributed: a folder "
                                         r"bedroom_train_lmdb/ holding data.mdb"):
         lsun(tmp_path / "corrupt")
-    with pytest.raises(UserError, match="valid splits: train, val"):
-        lsun(root, "test")
+    with pytest.raises(UserError, match="valid splits: train, val, test"):
+        lsun(root, "unlabeled")
 
 
 def test_lsun_bad_records_and_small_images(tmp_path):
@@ -454,3 +454,12 @@ def test_lsun_bad_records_and_small_images(tmp_path):
     write_lmdb(tmp_path / "c" / "bedroom_train_lmdb", {})
     with pytest.raises(UserError, match="holds no records"):
         lsun(tmp_path / "c")
+
+
+def test_lsun_test_split_reads_val(tmp_path):
+    """LSUN has no test images for its scenes: split test (what the evaluation tools read by default) is val."""
+    write_lmdb(tmp_path / "bedroom_val_lmdb",
+               {k: webp_bytes(v) for k, v in lsun_records(3).items()})
+    test, val = lsun(tmp_path, "test"), lsun(tmp_path, "val")
+    assert len(test) == len(val) == 3 and "bedroom_val_lmdb" in test.description
+    assert torch.equal(test[0][0], val[0][0])

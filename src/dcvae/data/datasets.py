@@ -41,7 +41,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     # The high-resolution sets of highres.py.
     "celeba": ("train", "valid", "test", "all"),
     "celebahq": ("train", "test", "all"),
-    "lsun_bedroom": ("train", "val"),
+    "lsun_bedroom": ("train", "val", "test"),   # test = val: LSUN has no test images for its scenes
 }
 NATIVE_CHANNELS = {"mnist": 1, "fashion-mnist": 1, "cifar10": 3, "stl10": 3, "celeba": 3, "celebahq": 3,
                    "lsun_bedroom": 3}

@@ -327,7 +327,9 @@ class CelebAHQ(_ListedImageFiles):
 # ---------------------------------------------------------------------------------------------------- LSUN Bedroom
 
 LSUN_URL = "https://github.com/fyu/lsun"
-LSUN_FOLDERS = {"train": "bedroom_train_lmdb", "val": "bedroom_val_lmdb"}
+# LSUN releases no test images for its scene categories: the held-out split is val (300 bedrooms), which is also
+# what the evaluation tools' default split "test" reads.
+LSUN_FOLDERS = {"train": "bedroom_train_lmdb", "val": "bedroom_val_lmdb", "test": "bedroom_val_lmdb"}
 
 
 def _import_lmdb() -> Any:
