@@ -12,7 +12,7 @@ test: setup
 	@$(PY) -m pytest -q tests
 
 bench: setup
-	@$(PY) scripts/bench_iteration.py
+	@.venv/bin/dcvae bench --json bench.json --overwrite
 
 clean-venv:
 	rm -rf .venv

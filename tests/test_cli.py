@@ -1,5 +1,6 @@
 """The command line: every bad input gets one clear message and a non-zero exit, and nothing written is lost."""
 import json
+import math
 import pickle
 
 import pytest
@@ -185,9 +186,22 @@ def test_resume_extends_a_finished_run(capsys, tmp_path):
     assert json.loads((run / "config.resume-1.json").read_text())["train"]["iterations"] == 3
 
 
-def test_bf16_without_gpu_falls_back_with_a_warning(caplog, tmp_path):
+def test_bf16_without_gpu_or_cpu_support_falls_back_with_a_warning(caplog, tmp_path, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
+    import dcvae.training.loop as loop
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
     cfg = tiny_mnist_config(**{"train.iterations": 1, "train.mixed_precision": "bf16"})
     train(cfg, tmp_path / "run", progress=False)
-    assert "needs a GPU" in caplog.text and "float32" in caplog.text
+    assert "needs a GPU or a CPU with bf16 instructions" in caplog.text and "float32" in caplog.text
+
+
+def test_bf16_autocast_trains_on_a_cpu_that_has_it(caplog, tmp_path):
+    """On a CPU with native bf16 the convolutions run in bf16 (no fallback) and training stays finite."""
+    import dcvae.training.loop as loop
+    if torch.cuda.is_available() or not loop.cpu_has_bf16():
+        pytest.skip("needs a CPU with AVX512-BF16 or AMX and no GPU")
+    cfg = tiny_mnist_config(**{"train.iterations": 2, "train.mixed_precision": "bf16"})
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert "float32" not in caplog.text and summary["iterations"] == 2
+    assert all(math.isfinite(v) for v in summary["final"].values())

@@ -70,7 +70,11 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
     ema_decay: float = 0.999             # EMA of the decoder, once per generator iteration
     seed: int = 0
-    mixed_precision: str = "no"          # no | bf16 (autocast on GPU)
+    mixed_precision: str = "no"          # no | bf16: autocast on a GPU, or on a CPU with AVX512-BF16 / AMX
+                                         # (elsewhere float32 with a warning)
+    d_fakes_with_graph: bool = False     # true: the released code's D step, whose backward also computes encoder
+                                         # and decoder gradients that no update uses (same updates, ~35% more
+                                         # work); the reference path of speed comparisons
     flush_denormal: bool = True          # CPU: treat subnormal floats (< 1.2e-38) as zero; without it small
                                          # networks ran up to 6x slower here (x86 handles subnormals in microcode)
     log_every: int = 50

@@ -99,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    from . import ablate, evaluate, images, probe, serve
+    from . import ablate, bench, evaluate, images, probe, serve
     images.add_parsers(sub)
     evaluate.add_parser(sub)
     probe.add_parser(sub)
     ablate.add_parser(sub)   # ablate and sweep-negatives
     serve.add_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -47,6 +48,15 @@ log = logging.getLogger("dcvae.train")
 
 class NonFiniteError(RuntimeError):
     """A loss, gradient or weight became NaN or infinite during the iteration; the message names which."""
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX): there bf16 autocast is several times
+    faster than float32 (docs/results.md); elsewhere it would be emulated, and slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
@@ -111,9 +121,14 @@ class Trainer:
     """Everything a run holds: networks, EMA decoder, momentum discriminator, optimisers, queues, data stream.
     `training_state()` and `load()` cover all of it; `run_iteration()` is one generator iteration."""
 
-    def __init__(self, cfg: Config, accelerator: Accelerator, dataset: Dataset | None = None):
+    def __init__(self, cfg: Config, accelerator: Accelerator, dataset: Dataset | None = None,
+                 bf16: bool | None = None):
+        """`bf16`: autocast the forward passes to bfloat16 (default: train.mixed_precision == "bf16"). Autocast is
+        ours rather than Accelerate's, whose process-wide state cannot change precision between two runs."""
         self.cfg, self.acc = cfg, accelerator
         device, t, o = accelerator.device, cfg.train, cfg.objective
+        bf16 = t.mixed_precision == "bf16" if bf16 is None else bf16
+        self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
         self.terms = TERMS[o.variant]
         # The KL is summed over the batch (released code) and gradients are averaged over processes, so the KL of
         # the global batch needs its weight times the number of processes; one process is unchanged.
@@ -201,15 +216,15 @@ class Trainer:
         if self.terms.gan:
             for _ in range(t.d_steps):
                 x = self._real_batch()
-                with acc.autocast():
-                    loss, s = discriminator_phase(nets, x, o, self.noise)
+                with self.autocast():
+                    loss, s = discriminator_phase(nets, x, o, self.noise, t.d_fakes_with_graph)
                 self._step("discriminator", loss, ("discriminator",))
                 stats.update(s)
         else:
             x = self._real_batch()
         if self.terms.gan or self.terms.reconstruction:
             nets.discriminator.requires_grad_(False)  # D is a fixed critic here: no gradient for its weights
-            with acc.autocast():
+            with self.autocast():
                 loss, s = generator_phase(nets, x, o, self.terms, self.noise, sample_batch_size)
             self._step("generator", loss, ("encoder", "decoder"))
             nets.discriminator.requires_grad_(True)
@@ -217,7 +232,7 @@ class Trainer:
         if self.terms.contrastive:
             _ema_update(self.momentum_discriminator, nets.discriminator, o.momentum)
             patch_on = bool(o.patch_layer) and self.iteration >= o.patch_start
-            with acc.autocast():
+            with self.autocast():
                 loss, s, keys = contrastive_phase(nets, self.momentum_discriminator, self.queues, x, o, self.noise,
                                                   patch_on)
             self._step("contrastive", loss, ("encoder", "decoder", "discriminator"))
@@ -416,10 +431,11 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
     cfg.validate()
     run_dir = Path(run_dir)
     mixed = cfg.train.mixed_precision
-    if mixed == "bf16" and not torch.cuda.is_available():
-        log.warning("train.mixed_precision=bf16 needs a GPU; this machine has none, so training runs in float32")
+    if mixed == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
+        log.warning("train.mixed_precision=bf16 needs a GPU or a CPU with bf16 instructions (AVX512-BF16 or AMX); "
+                    "this machine has neither, so training runs in float32")
         mixed = "no"
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
     resume_from = None
     if resume is True and (run_dir / "config.json").is_file() and not ckpt.list_checkpoints(run_dir / "checkpoints"):
         log.warning("%s was stopped before its first checkpoint: starting it again from iteration 0", run_dir)
@@ -434,7 +450,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
         prepare_run_dir(run_dir, cfg, resuming=bool(resume))
     acc.wait_for_everyone()
 
-    trainer = Trainer(cfg, acc, dataset=dataset)
+    trainer = Trainer(cfg, acc, dataset=dataset, bf16=mixed == "bf16")
     trainer.stream.skipped_file = run_dir / "skipped.txt" if acc.is_main_process else None
     if resume_from is not None:
         trainer.load(resume_from)

@@ -1,0 +1,96 @@
+"""`dcvae bench` (also `make bench`): training and inference speed on this machine, in one run."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+CASES = ("paper32", "paper32-released", "compact", "progressive")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench", help="speed: generator iterations (paper width, released D step, compact, progressive) and inference",
+        description="Time one generator iteration of each case (5 D steps of 64 then the G and contrastive steps at "
+                    "paper width; the same with the released code's D step, whose extra backward no update uses; "
+                    "the compact MNIST network; the progressive backbone fully grown), count its FLOPs, measure "
+                    "the matmul peak in the same process, and report images/s, utilisation and peak memory; then "
+                    "sampling, encoding and Inception throughput. Each case runs in its own process.")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, default all: {','.join(CASES)}")
+    p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast); default fp32")
+    p.add_argument("--iterations", type=int, default=1, help="timed iterations per case, after a warm-up (default 1)")
+    p.add_argument("--progressive-preset", default="celeba64", help="preset of the progressive case (default celeba64)")
+    p.add_argument("--progressive-batch", type=int, default=4,
+                   help="real images per D step of the progressive case (default 4: the preset's 16 takes minutes "
+                        "per iteration on a CPU)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--no-inference", action="store_true", help="skip the sampling / encoding / Inception throughput")
+    p.add_argument("--inception", metavar="PATH", help="Inception TorchScript for the feature throughput")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="write the tables as markdown")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json / --markdown files")
+    p.set_defaults(func=run)
+
+
+def _cases(args: argparse.Namespace, device: str):
+    from ..experiments.bench import Case
+    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(CASES))
+    if unknown or not names:
+        raise UserError(f"--cases: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        raise UserError(f"--precision takes fp32 and/or bf16, got {args.precision!r}")
+    if args.iterations < 1 or args.progressive_batch < 1:
+        raise UserError("--iterations and --progressive-batch must be at least 1")
+    cases = []
+    for precision in precisions:
+        suffix = "" if precision == "fp32" else f", {precision}"
+        for name in names:
+            if name == "paper32":
+                cases.append(Case("paper32" + suffix, "cifar10", precision=precision, device=device))
+            elif name == "paper32-released":
+                cases.append(Case("paper32, released D step" + suffix, "cifar10", precision=precision,
+                                  reference=True, device=device))
+            elif name == "compact":
+                cases.append(Case("compact (mnist)" + suffix, "mnist", precision=precision, device=device))
+            else:
+                cases.append(Case(f"progressive ({args.progressive_preset}, batch {args.progressive_batch})" + suffix,
+                                  args.progressive_preset, args.progressive_batch, precision, device=device))
+    return cases
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..config import preset
+    from ..experiments.bench import machine, markdown, measure_inference, run_cases
+    from ..files import atomic_write_text
+    from ..training.loop import cpu_has_bf16
+
+    for path in (args.json, args.markdown):
+        if path and Path(path).exists() and not args.overwrite:
+            raise UserError(f"{path} already exists; choose another path or pass --overwrite")
+    preset(args.progressive_preset)      # an unknown preset is reported before anything runs
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"bench: --device {device} asked for, but this machine has no GPU: falling back to the CPU")
+        device = "cpu"
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise UserError(f"--device must be cpu or cuda[:N], got {device!r}")
+    cases = _cases(args, device)
+    if device == "cpu" and "bf16" in args.precision and not cpu_has_bf16():
+        print("bench: this CPU has no native bf16 (AVX512-BF16 / AMX): the bf16 cases run emulated, slowly")
+    rows = run_cases(cases, args.iterations)
+    inference = [] if args.no_inference else measure_inference(device, inception=args.inception)
+    text = markdown(rows, inference)
+    print(text)
+    result = {"machine": machine(), "threads": rows[0]["threads"] if rows else torch.get_num_threads(),
+              "iterations": rows, "inference": inference}
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    if args.markdown:
+        atomic_write_text(args.markdown, text + "\n")
+    return 0

@@ -1,0 +1,205 @@
+"""`dcvae bench`: the speed of training and inference on this machine, measured in one run.
+
+Each training measurement runs in its own spawned process, one after the other, so that each has its own peak
+memory and none inherits another's caches or threads; each also measures the matmul peak of its precision, so that
+its model FLOP utilisation (counted FLOPs / seconds / peak) is a ratio taken in one process. Inputs are random
+images of the preset's shape: the figures are the model's compute, not data loading. A progressive preset is
+timed fully grown.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training measurement: a preset's generator iteration on `device` at `precision`."""
+    name: str
+    preset: str
+    batch_size: int | None = None      # real images per D step; None: the preset's
+    precision: str = "fp32"            # fp32 | bf16 (autocast)
+    reference: bool = False            # the released code's D step (fakes with a graph): its update math and work
+    device: str = "cpu"
+
+
+def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32, seconds: float = 3.0, n: int = 2048
+                ) -> float:
+    """Sustained GFLOP/s of an n x n matmul of `dtype` on `device`."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    sync()
+    return 2 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def _peak_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # kB on Linux: the whole process
+
+
+def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
+    """Time `iterations` generator iterations (after one warm-up), count one iteration's FLOPs with torch's FLOP
+    counter, and measure the matmul peak of the case's precision; returns the figures as a dict."""
+    from accelerate import Accelerator
+    from torch.utils.data import TensorDataset
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..config import preset
+    from ..training.loop import Trainer
+
+    cfg = preset(case.preset)
+    m, t = cfg.model, cfg.train
+    if case.batch_size:
+        t.sample_batch_size = max(1, t.sample_batch_size * case.batch_size // t.batch_size)
+        t.batch_size = case.batch_size
+        cfg.growth.batch_sizes = []
+    t.d_fakes_with_graph = case.reference
+    batch = cfg.batch_sizes()[-1]
+    n = batch * (t.d_steps + 1) * (iterations + 3)
+    data = TensorDataset(torch.rand(n, m.image_channels, m.resolution, m.resolution) * 2 - 1,
+                         torch.zeros(n, dtype=torch.long))
+    bf16 = case.precision == "bf16"
+    trainer = Trainer(cfg, Accelerator(cpu=not case.device.startswith("cuda")), dataset=data, bf16=bf16)
+    trainer.images_seen = trainer.schedule.images_to_full_growth()
+
+    peak = matmul_peak(case.device, torch.bfloat16 if bf16 else torch.float32)
+    trainer.run_iteration()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        trainer.run_iteration()       # ends with a device synchronisation (the finiteness check)
+    seconds = (time.perf_counter() - start) / iterations
+    with FlopCounterMode(display=False) as counter:
+        trainer.run_iteration()
+    flops = counter.get_total_flops()
+    batch = trainer.phase.batch_size
+    steps = t.d_steps if trainer.terms.gan else 1
+    return {
+        "case": case.name, "preset": case.preset, "device": case.device, "precision": case.precision,
+        "update_path": "released D step (fakes with a graph)" if case.reference else "default",
+        "resolution": trainer.phase.resolution if trainer.schedule.progressive else m.resolution,
+        "d_steps": t.d_steps, "batch_size": batch,
+        "seconds_per_iteration": round(seconds, 3), "real_images_per_s": round(steps * batch / seconds, 2),
+        "tflop_per_iteration": round(flops / 1e12, 4), "achieved_gflop_s": round(flops / seconds / 1e9, 1),
+        "matmul_peak_gflop_s": round(peak, 1), "utilisation": round(flops / seconds / 1e9 / peak, 3),
+        "floor_seconds": round(flops / 1e9 / peak, 3), "peak_memory_gib": round(_peak_memory(case.device) / 2**30, 2),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def measure_inference(device: str = "cpu", batch_size: int = 64, inception: str | None = None) -> list[dict]:
+    """Images/s of sampling (decoder) and encoding at paper width (cifar10 preset), of the compact MNIST networks,
+    and of Inception pool3 features (when its weights are found)."""
+    from ..config import preset
+    from ..metrics.networks import InceptionFeatures
+    from ..networks import build_networks
+
+    rows = []
+    for name in ("cifar10", "mnist"):
+        cfg = preset(name)
+        nets = build_networks(cfg.model)
+        decoder, encoder = nets.decoder.to(device).eval(), nets.encoder.to(device).eval()
+        z = torch.randn(batch_size, cfg.model.latent_dim, device=device)
+        x = torch.rand(batch_size, cfg.model.image_channels, 32, 32, device=device) * 2 - 1
+        for what, run in (("sample", lambda: decoder(z)), ("encode", lambda: encoder(x))):
+            rows.append({"case": f"{what} ({name} networks)", "images_per_s": round(_throughput(run, batch_size,
+                                                                                                 device), 1)})
+    try:
+        features = InceptionFeatures(inception, device=device)
+    except UserError as e:
+        rows.append({"case": "Inception pool3 features", "skipped": str(e)})
+    else:
+        x = torch.rand(32, 3, 32, 32, device=device) * 2 - 1
+        rows.append({"case": "Inception pool3 features (32x32 input, resized to 299)",
+                     "images_per_s": round(_throughput(lambda: features(x), 32, device, seconds=10.0), 1)})
+    return rows
+
+
+@torch.no_grad()
+def _throughput(run, batch: int, device: str, seconds: float = 3.0) -> float:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    run()
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 2:
+        run()
+        count += 1
+    sync()
+    return count * batch / (time.perf_counter() - start)
+
+
+def _in_own_process(function, *args) -> Any:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def run_cases(cases: list[Case], iterations: int, log=print) -> list[dict[str, Any]]:
+    """Each case in its own process, in order; a case that runs out of memory is retried at half its batch, and
+    the row says so."""
+    rows = []
+    for case in cases:
+        log(f"bench: {case.name} ...")
+        while True:
+            try:
+                rows.append(_in_own_process(measure_iteration, case, iterations))
+                break
+            except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as e:
+                if "memory" not in str(e).lower() and not isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)):
+                    raise
+                batch = case.batch_size or _preset_batch(case.preset)
+                if batch <= 1:
+                    raise UserError(f"{case.name}: one image per batch does not fit in memory on {case.device}")
+                log(f"bench: {case.name}: batch {batch} does not fit in memory; falling back to {batch // 2}")
+                case = Case(f"{case.name} (batch {batch // 2}: {batch} did not fit)", case.preset, batch // 2,
+                            case.precision, case.reference, case.device)
+        log(f"bench: {case.name}: {rows[-1]['seconds_per_iteration']} s / iteration")
+    return rows
+
+
+def _preset_batch(name: str) -> int:
+    from ..config import preset
+    return preset(name).batch_sizes()[-1]
+
+
+def machine() -> dict[str, Any]:
+    return {"torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+AUTHORS_SECONDS_PER_ITERATION = 91.9   # the released code, paper width, this machine kind (reference-implementation.md)
+
+
+def markdown(rows: list[dict[str, Any]], inference: list[dict[str, Any]]) -> str:
+    """The results as markdown tables, with the same-run ratio of the default to the released update path."""
+    lines = ["| case | s / iteration | real images / s | TFLOP / iteration | achieved GFLOP/s | matmul peak | "
+             "utilisation | floor s | peak memory GiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['seconds_per_iteration']} | {r['real_images_per_s']} | "
+                     f"{r['tflop_per_iteration']} | {r['achieved_gflop_s']} | {r['matmul_peak_gflop_s']} | "
+                     f"{100 * r['utilisation']:.1f} % | {r['floor_seconds']} | {r['peak_memory_gib']} |")
+    by_case = {r["case"]: r for r in rows}
+    ref, fast = by_case.get("paper32, released D step"), by_case.get("paper32")
+    if ref and fast:
+        lines.append(f"\nSame run: the default update path is {ref['seconds_per_iteration'] / fast['seconds_per_iteration']:.2f}x "
+                     f"faster than the released code's D step at paper width (authors' measurement on this machine "
+                     f"kind: {AUTHORS_SECONDS_PER_ITERATION} s / iteration, not this run).")
+    if inference:
+        lines += ["", "| inference | images / s |", "|---|---|"]
+        lines += [f"| {r['case']} | {r.get('images_per_s', 'skipped: ' + r.get('skipped', ''))} |" for r in inference]
+    return "\n".join(lines)
