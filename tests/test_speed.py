@@ -1,6 +1,6 @@
-"""Speed work must not change what is learned (issue 6): the default D step, which builds its fakes without a graph,
-updates every network exactly as the released code's D step (fakes with a graph, encoder and decoder gradients
-computed and thrown away), and the released path really does the extra work."""
+"""Speed work must not change what is learned (issue 6): the default D step, which builds its reconstructions
+without a graph, updates every network exactly as the released code's D step (reconstruction not detached, encoder
+and decoder gradients computed and thrown away), and the released path really does the extra work."""
 import torch
 from accelerate import Accelerator
 
@@ -14,13 +14,13 @@ def _trainer(**overrides) -> Trainer:
 
 
 @requires_mnist
-def test_d_step_without_fake_graph_gives_the_released_updates():
+def test_d_step_without_reconstruction_graph_gives_the_released_updates():
     """3 generator iterations (2 D steps each) on the same batches and noise: losses and every weight of the
     default path equal those of the reference path within float tolerance."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fast, reference = _trainer(), _trainer(**{"train.d_fakes_with_graph": True})
+        fast, reference = _trainer(), _trainer(**{"train.released_d_step": True})
         for _ in range(3):
             stats_fast, stats_ref = fast.run_iteration(), reference.run_iteration()
             for key in ("loss/d", "loss/g", "loss/nce_final", "kl"):

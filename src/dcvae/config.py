@@ -72,9 +72,9 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: str = "no"          # no | bf16: autocast on a GPU, or on a CPU with AVX512-BF16 / AMX
                                          # (elsewhere float32 with a warning)
-    d_fakes_with_graph: bool = False     # true: the released code's D step, whose backward also computes encoder
-                                         # and decoder gradients that no update uses (same updates, ~35% more
-                                         # work); the reference path of speed comparisons
+    released_d_step: bool = False        # true: the released code's D step, whose reconstruction keeps its graph,
+                                         # so its backward also computes encoder and decoder gradients that no
+                                         # update uses (same updates, more work); the reference of speed tests
     flush_denormal: bool = True          # CPU: treat subnormal floats (< 1.2e-38) as zero; without it small
                                          # networks ran up to 6x slower here (x86 handles subnormals in microcode)
     log_every: int = 50

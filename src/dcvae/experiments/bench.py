@@ -28,7 +28,7 @@ class Case:
     preset: str
     batch_size: int | None = None      # real images per D step; None: the preset's
     precision: str = "fp32"            # fp32 | bf16 (autocast)
-    reference: bool = False            # the released code's D step (fakes with a graph): its update math and work
+    reference: bool = False            # the released code's D step (reconstruction not detached): same updates
     device: str = "cpu"
 
 
@@ -69,7 +69,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
         t.sample_batch_size = max(1, t.sample_batch_size * case.batch_size // t.batch_size)
         t.batch_size = case.batch_size
         cfg.growth.batch_sizes = []
-    t.d_fakes_with_graph = case.reference
+    t.released_d_step = case.reference
     batch = cfg.batch_sizes()[-1]
     n = batch * (t.d_steps + 1) * (iterations + 3)
     data = TensorDataset(torch.rand(n, m.image_channels, m.resolution, m.resolution) * 2 - 1,
@@ -91,7 +91,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
     steps = t.d_steps if trainer.terms.gan else 1
     return {
         "case": case.name, "preset": case.preset, "device": case.device, "precision": case.precision,
-        "update_path": "released D step (fakes with a graph)" if case.reference else "default",
+        "update_path": "released D step (reconstruction with a graph)" if case.reference else "default",
         "resolution": trainer.phase.resolution if trainer.schedule.progressive else m.resolution,
         "d_steps": t.d_steps, "batch_size": batch,
         "seconds_per_iteration": round(seconds, 3), "real_images_per_s": round(steps * batch / seconds, 2),

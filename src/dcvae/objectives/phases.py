@@ -48,16 +48,17 @@ def _encode_decode(nets: Networks, x: torch.Tensor, noise: BatchNoise
 
 
 def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, noise: BatchNoise,
-                        fakes_with_graph: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        reconstruction_graph: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Set-level loss for D on real x [B, C, H, W], prior samples (B of them) and reconstructions of x.
 
     The fakes are made without a graph: the D update needs no gradient of the encoder or decoder. The released code
-    builds them with a graph, so its backward also computes encoder and decoder gradients, which the next step
-    zeroes unused; `fakes_with_graph=True` does the same (the reference path for speed comparisons and tests:
-    the D update is identical).
+    does not detach the reconstruction, so its backward also computes encoder and decoder gradients, which the next
+    step zeroes unused; `reconstruction_graph=True` does the same (the reference path of speed comparisons and
+    tests: the D update is identical).
     """
-    with torch.set_grad_enabled(fakes_with_graph):
+    with torch.set_grad_enabled(reconstruction_graph):
         x_rec, _, _ = _encode_decode(nets, x, noise)
+    with torch.no_grad():
         x_fake = nets.decoder(noise.normal(len(x), nets.encoder.latent_dim))
     real, fake, rec = (nets.discriminator(v)["logit"].float() for v in (x, x_fake, x_rec))
     loss = losses.gan_discriminator_loss(real, fake, rec, obj.gan_loss)

@@ -217,7 +217,7 @@ class Trainer:
             for _ in range(t.d_steps):
                 x = self._real_batch()
                 with self.autocast():
-                    loss, s = discriminator_phase(nets, x, o, self.noise, t.d_fakes_with_graph)
+                    loss, s = discriminator_phase(nets, x, o, self.noise, t.released_d_step)
                 self._step("discriminator", loss, ("discriminator",))
                 stats.update(s)
         else:
