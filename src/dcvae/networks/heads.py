@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 
-
 class Encoder(nn.Module):
     """q(z|x): image [N, C, H, W] in [-1, 1] -> (mu [N, latent_dim], logvar [N, latent_dim]).
 
