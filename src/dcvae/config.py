@@ -142,8 +142,8 @@ class Config:
             self._validate_growth()
             # the maps b1 (max/2) .. bK (4x4) that exist from the first phase on: a contrastive head needs its map
             # at every phase, so a progressive run may use b_k only where max / 2**k <= growth.start_resolution
-            levels = m.resolution.bit_length() - 3
-            layers = [f"b{k}" for k in range(1, levels + 1) if m.resolution >> k <= self.growth.start_resolution]
+            layers = [f"b{k}" for k in range(1, level_of(m.resolution) + 1)
+                      if m.resolution >> k <= self.growth.start_resolution]
             layers.append("final")
         else:
             layers = [f"b{i}" for i in range(1, 5 if m.backbone == "autogan32" else 4)] + ["final"]
@@ -200,11 +200,11 @@ class Config:
         unless the backbone grows progressively (growth.batch_sizes, or train.batch_size at every level)."""
         if self.model.backbone != "progressive":
             return [self.train.batch_size]
-        levels = self.model.resolution.bit_length() - 2
+        levels = level_of(self.model.resolution) + 1
         return self.growth.batch_sizes[:levels] if self.growth.batch_sizes else [self.train.batch_size] * levels
 
     def _validate_growth(self) -> None:
-        g, levels = self.growth, self.model.resolution.bit_length() - 2     # 8 -> 2 levels (4, 8)
+        g, levels = self.growth, level_of(self.model.resolution) + 1     # 8 -> 2 levels (4, 8)
         starts = tuple(4 << level for level in range(levels))
         if g.start_resolution not in starts:
             raise UserError(f"growth.start_resolution={g.start_resolution} must be one of {starts} (4 times a power "
@@ -216,6 +216,15 @@ class Config:
             raise UserError(f"growth.batch_sizes={g.batch_sizes} needs one positive batch size per resolution "
                             f"{', '.join(map(str, starts))} (model.resolution={self.model.resolution}); e.g. --set "
                             f"growth.batch_sizes={','.join(['16'] * levels)}")
+
+
+def level_of(resolution: int) -> int:
+    """The progressive level that works at `resolution` px: 4 -> 0, 8 -> 1, ..., 512 -> 7; ValueError for a
+    resolution that is not 4 times a power of two."""
+    level = resolution.bit_length() - 3
+    if level < 0 or 4 << level != resolution:
+        raise ValueError(f"{resolution} is not 4 times a power of two")
+    return level
 
 
 def _choice(key: str, value: Any, choices: tuple) -> None:
@@ -252,7 +261,7 @@ def _progressive(dataset: str, resolution: int) -> dict[str, Any]:
     ProGAN's channels, optimiser (Adam lr 1e-3, betas (0, 0.99)), one D step per G step and growing schedule.
     It trains until the growth is complete and the final resolution has had one more stabilisation phase."""
     g = GrowthConfig()
-    levels = resolution.bit_length() - 2
+    levels = level_of(resolution) + 1
     images = [g.stable_images] + [g.fade_images + g.stable_images] * (levels - 1)
     images[-1] += g.stable_images
     iterations = sum(n // batch for n, batch in zip(images, g.batch_sizes))

@@ -80,17 +80,17 @@ class FitToResolution:
 
     def __init__(self, height: int, width: int, resolution: int, note: str = "", source: str = "the data set"):
         self.resolution = resolution
-        if min(height, width) < resolution and (height, width, resolution) != (28, 28, 32):
-            raise UserError(f"{source} has {height}x{width} images, smaller than model.resolution={resolution}; "
-                            "images are never upsampled: use a preset of this data's resolution (e.g. "
-                            "--preset cifar10 or stl10 at 32x32) or a data set of at least "
-                            f"{resolution}x{resolution} images")
         if (height, width) == (resolution, resolution):
             self.mode = "none"
             self.text = f"{height}x{width}, not resized"
         elif (height, width, resolution) == (28, 28, 32):
             self.mode = "pad"
             self.text = "28x28 padded to 32x32 with black (-1), 2 px each side"
+        elif min(height, width) < resolution:
+            raise UserError(f"{source} has {height}x{width} images, smaller than model.resolution={resolution}; "
+                            "images are never upsampled: use a preset of this data's resolution (e.g. "
+                            "--preset cifar10 or stl10 at 32x32) or a data set of at least "
+                            f"{resolution}x{resolution} images")
         else:
             self.mode = "resize"
             self.text = f"{height}x{width} resized to {resolution}x{resolution} (torchvision bilinear, antialiased)"
@@ -466,6 +466,12 @@ def bad_image_kind(reason: str) -> str:
     return reason.partition(":")[0]
 
 
+def bad_file_policy_text(on_bad_image: str, replacement: str) -> str:
+    """What a data set's description says happens to an unreadable file under `on_bad_image`."""
+    return (f"skipped and replaced by {replacement} (data.on_bad_image=skip; counted per epoch)"
+            if on_bad_image == "skip" else "an error (data.on_bad_image=error)")
+
+
 class ImageFolder(Dataset):
     """Every image file under a folder (recursive, sorted paths), labels -1.
 
@@ -490,8 +496,7 @@ class ImageFolder(Dataset):
                             f"{' '.join(IMAGE_EXTENSIONS)}, any case); point data.root at a folder that has images")
         self.skipped: dict[str, str] = {}
         mode = "RGB" if channels == 3 else "grayscale (L)"
-        bad = ("skipped and replaced by the next readable file (data.on_bad_image=skip; counted per epoch)"
-               if on_bad_image == "skip" else "an error (data.on_bad_image=error)")
+        bad = bad_file_policy_text(on_bad_image, "the next readable file")
         self.description = (
             f"image folder {folder}, {len(self.paths)} files (one split: data.split is ignored), labels -1; each "
             f"image: EXIF orientation applied, converted to {mode} by PIL (alpha and transparent colours composited "

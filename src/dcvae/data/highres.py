@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from ..config import DataConfig
 from ..errors import UserError
 from .datasets import (IMAGE_EXTENSIONS, MAX_IMAGE_FILE_BYTES, PIXEL_SCALING, BadImage, ImageFolder, _check_index,
-                       _classify, _data_root, fit_image)
+                       _classify, _data_root, bad_file_policy_text, fit_image)
 
 # ---------------------------------------------------------------------------------------------------- shared
 
@@ -67,9 +67,8 @@ def _centre_square(opened: Image.Image, side: int) -> Image.Image:
     return upright.crop((left, top, left + side, top + side))
 
 
-def _bad_file_text(on_bad_image: str) -> str:
-    return ("skipped and replaced by the next readable file of the split (data.on_bad_image=skip; counted per epoch)"
-            if on_bad_image == "skip" else "an error (data.on_bad_image=error)")
+# what replaces an unreadable file under data.on_bad_image=skip (`_ListedImageFiles` reads a split, not a folder)
+SPLIT_REPLACEMENT = "the next readable file of the split"
 
 
 class _ListedImageFiles(ImageFolder):
@@ -225,7 +224,8 @@ class CelebA(_ListedImageFiles):
             f"list_attr_celeba.txt in .attributes), labels -1; each image: EXIF orientation applied, centre "
             f"{CELEBA_CROP}x{CELEBA_CROP} crop (CELEBA_CROP, the CelebA 64x64 protocol's), converted to RGB by "
             f"PIL, {resize}; {PIXEL_SCALING}; "
-            f"an image smaller than the crop is an error; unreadable files are {_bad_file_text(on_bad_image)}")
+            f"an image smaller than the crop is an error; unreadable files are "
+            f"{bad_file_policy_text(on_bad_image, SPLIT_REPLACEMENT)}")
 
     def _refuse_small(self, path: Path, width: int, height: int) -> None:
         if width < CELEBA_CROP or height < CELEBA_CROP:
@@ -309,7 +309,7 @@ class CelebAHQ(_ListedImageFiles):
             f"labels -1; each image: EXIF orientation applied, converted to RGB by PIL, shorter side resized to "
             f"{resolution} (PIL bilinear, antialiased; not when already {resolution}), centre-cropped to "
             f"{resolution}x{resolution}; {PIXEL_SCALING}; an image smaller than {resolution} is an error; unreadable "
-            f"files are {_bad_file_text(on_bad_image)}")
+            f"files are {bad_file_policy_text(on_bad_image, SPLIT_REPLACEMENT)}")
 
     def _refuse_small(self, path: Path, width: int, height: int) -> None:
         if min(width, height) < self.resolution:

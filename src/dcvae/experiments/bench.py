@@ -32,11 +32,16 @@ class Case:
     device: str = "cpu"
 
 
+def _synchronizer(device: str):
+    """What waits for the device's queued work: a no-op on the CPU, where every call has finished on return."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
 def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32, seconds: float = 3.0, n: int = 2048
                 ) -> float:
     """Sustained GFLOP/s of an n x n matmul of `dtype` on `device`."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _synchronizer(device)
     a @ b
     sync()
     count, start = 0, time.perf_counter()
@@ -132,7 +137,7 @@ def measure_inference(device: str = "cpu", batch_size: int = 64, inception: str 
 
 @torch.no_grad()
 def _throughput(run, batch: int, device: str, seconds: float = 3.0) -> float:
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = _synchronizer(device)
     run()
     sync()
     count, start = 0, time.perf_counter()

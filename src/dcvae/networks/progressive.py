@@ -23,15 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import level_of
+
 LEAK = 0.2
-
-
-def level_of(resolution: int) -> int:
-    """4 -> 0, 8 -> 1, ..., 512 -> 7; raises ValueError for a resolution that is not 4 times a power of two."""
-    level = int(round(math.log2(resolution / 4))) if resolution >= 4 else -1
-    if level < 0 or 4 << level != resolution:
-        raise ValueError(f"{resolution} is not 4 times a power of two")
-    return level
 
 
 def level_channels(width: int, resolution: int) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import Config
+from ..config import Config, level_of
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class GrowthSchedule:
             self.start, self.final = -1, -1
             self.fade = self.stable = 1
             return
-        self.start, self.final = g.start_resolution.bit_length() - 3, m.resolution.bit_length() - 3
+        self.start, self.final = level_of(g.start_resolution), level_of(m.resolution)
         self.fade, self.stable = g.fade_images, g.stable_images
 
     @property
