@@ -1,11 +1,12 @@
-"""Speed work must not change what is learned (issue 6): the default D step, which builds its reconstructions
-without a graph, updates every network exactly as the released code's D step (reconstruction not detached, encoder
-and decoder gradients computed and thrown away), and the released path really does the extra work."""
+"""Speed work must not change what is learned (issue 6): the default path — a D step that builds its reconstructions
+without a graph, networks and batches in channels_last — updates every network as the released code's path (D step
+with the reconstruction's graph, encoder and decoder gradients computed and thrown away, NCHW), and the released
+path really does the extra work."""
 import torch
 from accelerate import Accelerator
 
 from conftest import requires_mnist, tiny_mnist_config
-from dcvae.objectives.phases import discriminator_phase
+from dcvae.objectives.phases import contrastive_phase, discriminator_phase, generator_phase
 from dcvae.training.loop import Trainer
 
 
@@ -14,9 +15,9 @@ def _trainer(**overrides) -> Trainer:
 
 
 @requires_mnist
-def test_d_step_without_reconstruction_graph_gives_the_released_updates():
+def test_the_graph_free_d_step_gives_the_released_updates():
     """3 generator iterations (2 D steps each) on the same batches and noise: losses and every weight of the
-    default path equal those of the reference path within float tolerance."""
+    default D step equal those of the released D step within float tolerance."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -30,6 +31,64 @@ def test_d_step_without_reconstruction_graph_gives_the_released_updates():
             torch.testing.assert_close(value, ref_weights[key], rtol=1e-5, atol=1e-6, msg=key)
     finally:
         torch.set_num_threads(threads)
+
+
+def _phase_gradients(trainer: Trainer, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The loss and every parameter gradient of the D, E/G and contrastive phases on one batch, no update."""
+    nets, o = trainer.nets, trainer.objective
+    out = {}
+
+    def record(phase: str, loss: torch.Tensor, modules: dict) -> None:
+        for module in (nets.encoder, nets.decoder, nets.discriminator):
+            module.zero_grad(set_to_none=True)      # as each optimiser step does
+        loss.backward()
+        out[f"{phase}/loss"] = loss.detach()
+        for name, module in modules.items():
+            for key, p in module.named_parameters():
+                if p.grad is not None:
+                    out[f"{phase}/{name}.{key}"] = p.grad.contiguous()
+
+    trainer.noise.seed(0)
+    record("d", discriminator_phase(nets, x, o, trainer.noise, trainer.cfg.train.released_d_step)[0],
+           {"discriminator": nets.discriminator})
+    nets.discriminator.requires_grad_(False)
+    record("g", generator_phase(nets, x, o, trainer.terms, trainer.noise, 16)[0],
+           {"encoder": nets.encoder, "decoder": nets.decoder})
+    nets.discriminator.requires_grad_(True)
+    loss, _, _ = contrastive_phase(nets, trainer.momentum_discriminator, trainer.queues, x, o, trainer.noise, True)
+    record("c", loss, {"encoder": nets.encoder, "decoder": nets.decoder, "discriminator": nets.discriminator})
+    return out
+
+
+@requires_mnist
+def test_the_default_path_gives_the_reference_losses_and_gradients():
+    """One batch through the three phases: the default path (graph-free D step, channels_last) and the plain
+    reference path (released D step, NCHW) give the same losses and the same gradients for every parameter, within
+    float tolerance (atol relative to the largest gradient of the phase: a conv bias before BatchNorm has a zero
+    gradient in exact arithmetic, and only rounding noise in either layout).
+
+    One thread. Measured with two: after a D step, the default path's E/G decoder gradients differ from its own
+    one-thread run by up to 1e-3 (relative to the largest), the NCHW path's by 1e-6, while the state the D step
+    leaves (spectral-norm vectors, BatchNorm statistics) differs by rounding only (< 2e-6) in both and the losses
+    agree to 1e-6; not explained yet (docs/results.md, speed section)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fast = _trainer(**{"objective.patch_layer": "b2"})
+        reference = _trainer(**{"objective.patch_layer": "b2", "train.released_d_step": True,
+                                "train.channels_last": False})
+        assert fast.nets.decoder.stages[0][1].weight.is_contiguous(memory_format=torch.channels_last)
+        assert reference.nets.decoder.stages[0][1].weight.is_contiguous()
+        x = fast._real_batch()
+        assert x.is_contiguous(memory_format=torch.channels_last)   # with one channel, NCHW is channels_last too
+        got, expected = _phase_gradients(fast, x), _phase_gradients(reference, x.contiguous())
+    finally:
+        torch.set_num_threads(threads)
+    assert got.keys() == expected.keys() and len(got) > 30
+    for phase in ("d", "g", "c"):
+        scale = max(float(v.abs().max()) for k, v in expected.items() if k.startswith(phase + "/"))
+        for key in (k for k in expected if k.startswith(phase + "/")):
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4 * scale, msg=key)
 
 
 @requires_mnist

@@ -75,6 +75,9 @@ class TrainConfig:
     released_d_step: bool = False        # true: the released code's D step, whose reconstruction keeps its graph,
                                          # so its backward also computes encoder and decoder gradients that no
                                          # update uses (same updates, more work); the reference of speed tests
+    channels_last: bool = True           # networks and batches in the NHWC memory layout: the same math (float
+                                         # rounding aside), faster convolutions and resampling on CPUs (oneDNN) and
+                                         # GPUs; false: PyTorch's default NCHW, the released code's layout
     flush_denormal: bool = True          # CPU: treat subnormal floats (< 1.2e-38) as zero; without it small
                                          # networks ran up to 6x slower here (x86 handles subnormals in microcode)
     log_every: int = 50

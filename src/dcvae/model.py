@@ -23,6 +23,10 @@ class DCVAE(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.model_id = model_id  # SHA-256 of the checkpoint's model.safetensors: what latent-space files belong to
+        # the training layout (train.channels_last) is also the faster one for inference; outputs are returned in
+        # the default layout, so that callers can .view() them
+        self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     @property
     def latent_dim(self) -> int:
@@ -37,7 +41,7 @@ class DCVAE(nn.Module):
         expected = (m.image_channels, m.resolution, m.resolution)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise UserError(f"images must be [N, {', '.join(map(str, expected))}] in [-1, 1]; got {tuple(x.shape)}")
-        return x.to(self.device, torch.float32)
+        return x.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
@@ -55,7 +59,7 @@ class DCVAE(nn.Module):
         checkpoint saved before its growth ended)."""
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise UserError(f"latents must be [N, {self.latent_dim}]; got {tuple(z.shape)}")
-        return self.decoder(z.to(self.device, torch.float32)).clamp(-1, 1)
+        return self.decoder(z.to(self.device, torch.float32)).clamp(-1, 1).contiguous()
 
     @torch.no_grad()
     def sample(self, n: int, truncation: float | None = None, generator: torch.Generator | None = None

@@ -14,12 +14,16 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="speed: generator iterations (paper width, released D step, compact, progressive) and inference",
         description="Time one generator iteration of each case (5 D steps of 64 then the G and contrastive steps at "
-                    "paper width; the same with the released code's D step, whose extra backward no update uses; "
-                    "the compact MNIST network; the progressive backbone fully grown), count its FLOPs, measure "
+                    "paper width; the same with the released code's D step, whose extra backward no update uses, "
+                    "in its NCHW layout; the compact MNIST network; the progressive backbone fully grown), count "
+                    "its FLOPs, measure "
                     "the matmul peak in the same process, and report images/s, utilisation and peak memory; then "
                     "sampling, encoding and Inception throughput. Each case runs in its own process.")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, default all: {','.join(CASES)}")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast); default fp32")
+    p.add_argument("--layout", default="channels_last",
+                   help="comma-separated memory layouts: channels_last (the default of training), nchw; the released "
+                        "D step case always runs in NCHW, as the released code")
     p.add_argument("--iterations", type=int, default=1, help="timed iterations per case, after a warm-up (default 1)")
     p.add_argument("--progressive-preset", default="celeba64", help="preset of the progressive case (default celeba64)")
     p.add_argument("--progressive-batch", type=int, default=4,
@@ -43,22 +47,31 @@ def _cases(args: argparse.Namespace, device: str):
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     if not precisions or set(precisions) - {"fp32", "bf16"}:
         raise UserError(f"--precision takes fp32 and/or bf16, got {args.precision!r}")
+    layouts = [x.strip() for x in args.layout.split(",") if x.strip()]
+    if not layouts or set(layouts) - {"channels_last", "nchw"}:
+        raise UserError(f"--layout takes channels_last and/or nchw, got {args.layout!r}")
     if args.iterations < 1 or args.progressive_batch < 1:
         raise UserError("--iterations and --progressive-batch must be at least 1")
     cases = []
     for precision in precisions:
-        suffix = "" if precision == "fp32" else f", {precision}"
-        for name in names:
-            if name == "paper32":
-                cases.append(Case("paper32" + suffix, "cifar10", precision=precision, device=device))
-            elif name == "paper32-released":
-                cases.append(Case("paper32, released D step" + suffix, "cifar10", precision=precision,
-                                  reference=True, device=device))
-            elif name == "compact":
-                cases.append(Case("compact (mnist)" + suffix, "mnist", precision=precision, device=device))
-            else:
-                cases.append(Case(f"progressive ({args.progressive_preset}, batch {args.progressive_batch})" + suffix,
-                                  args.progressive_preset, args.progressive_batch, precision, device=device))
+        for layout in layouts:
+            channels_last = layout == "channels_last"
+            suffix = ("" if precision == "fp32" else f", {precision}") + ("" if channels_last else ", NCHW")
+            for name in names:
+                if name == "paper32":
+                    cases.append(Case("paper32" + suffix, "cifar10", precision=precision,
+                                      channels_last=channels_last, device=device))
+                elif name == "paper32-released":
+                    if layout == layouts[0]:     # NCHW whatever the layout asked for: one case per precision
+                        cases.append(Case("paper32, released D step" + suffix.replace(", NCHW", ""), "cifar10",
+                                          precision=precision, reference=True, device=device))
+                elif name == "compact":
+                    cases.append(Case("compact (mnist)" + suffix, "mnist", precision=precision,
+                                      channels_last=channels_last, device=device))
+                else:
+                    cases.append(Case(f"progressive ({args.progressive_preset}, batch {args.progressive_batch})"
+                                      + suffix, args.progressive_preset, args.progressive_batch, precision,
+                                      channels_last=channels_last, device=device))
     return cases
 
 

@@ -8,6 +8,7 @@ timed fully grown.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import platform
@@ -28,7 +29,9 @@ class Case:
     preset: str
     batch_size: int | None = None      # real images per D step; None: the preset's
     precision: str = "fp32"            # fp32 | bf16 (autocast)
-    reference: bool = False            # the released code's D step (reconstruction not detached): same updates
+    reference: bool = False            # the released code's path: its D step (reconstruction not detached) in
+                                       # NCHW; same updates
+    channels_last: bool = True         # memory layout of networks and batches (ignored by the reference path)
     device: str = "cpu"
 
 
@@ -75,6 +78,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
         t.batch_size = case.batch_size
         cfg.growth.batch_sizes = []
     t.released_d_step = case.reference
+    t.channels_last = case.channels_last and not case.reference
     batch = cfg.batch_sizes()[-1]
     n = batch * (t.d_steps + 1) * (iterations + 3)
     data = TensorDataset(torch.rand(n, m.image_channels, m.resolution, m.resolution) * 2 - 1,
@@ -97,6 +101,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
     return {
         "case": case.name, "preset": case.preset, "device": case.device, "precision": case.precision,
         "update_path": "released D step (reconstruction with a graph)" if case.reference else "default",
+        "memory_format": "channels_last" if t.channels_last else "NCHW",
         "resolution": trainer.phase.resolution if trainer.schedule.progressive else m.resolution,
         "d_steps": t.d_steps, "batch_size": batch,
         "seconds_per_iteration": round(seconds, 3), "real_images_per_s": round(steps * batch / seconds, 2),
@@ -108,8 +113,8 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
 
 
 def measure_inference(device: str = "cpu", batch_size: int = 64, inception: str | None = None) -> list[dict]:
-    """Images/s of sampling (decoder) and encoding at paper width (cifar10 preset), of the compact MNIST networks,
-    and of Inception pool3 features (when its weights are found)."""
+    """Images/s of sampling (decoder) and encoding at paper width (cifar10 preset), of the compact MNIST networks
+    (both in channels_last), and of Inception pool3 features (when its weights are found)."""
     from ..config import preset
     from ..metrics.networks import InceptionFeatures
     from ..networks import build_networks
@@ -118,9 +123,12 @@ def measure_inference(device: str = "cpu", batch_size: int = 64, inception: str 
     for name in ("cifar10", "mnist"):
         cfg = preset(name)
         nets = build_networks(cfg.model)
-        decoder, encoder = nets.decoder.to(device).eval(), nets.encoder.to(device).eval()
+        layout = torch.channels_last        # the default of training and of dcvae.load
+        decoder = nets.decoder.to(device, memory_format=layout).eval()
+        encoder = nets.encoder.to(device, memory_format=layout).eval()
         z = torch.randn(batch_size, cfg.model.latent_dim, device=device)
-        x = torch.rand(batch_size, cfg.model.image_channels, 32, 32, device=device) * 2 - 1
+        x = (torch.rand(batch_size, cfg.model.image_channels, 32, 32, device=device) * 2 - 1).contiguous(
+            memory_format=layout)
         for what, run in (("sample", lambda: decoder(z)), ("encode", lambda: encoder(x))):
             rows.append({"case": f"{what} ({name} networks)", "images_per_s": round(_throughput(run, batch_size,
                                                                                                  device), 1)})
@@ -170,8 +178,8 @@ def run_cases(cases: list[Case], iterations: int, log=print) -> list[dict[str, A
                 if batch <= 1:
                     raise UserError(f"{case.name}: one image per batch does not fit in memory on {case.device}")
                 log(f"bench: {case.name}: batch {batch} does not fit in memory; falling back to {batch // 2}")
-                case = Case(f"{case.name} (batch {batch // 2}: {batch} did not fit)", case.preset, batch // 2,
-                            case.precision, case.reference, case.device)
+                case = dataclasses.replace(case, name=f"{case.name} (batch {batch // 2}: {batch} did not fit)",
+                                           batch_size=batch // 2)
         log(f"bench: {case.name}: {rows[-1]['seconds_per_iteration']} s / iteration")
     return rows
 
@@ -201,9 +209,11 @@ def markdown(rows: list[dict[str, Any]], inference: list[dict[str, Any]]) -> str
     by_case = {r["case"]: r for r in rows}
     ref, fast = by_case.get("paper32, released D step"), by_case.get("paper32")
     if ref and fast:
-        lines.append(f"\nSame run: the default update path is {ref['seconds_per_iteration'] / fast['seconds_per_iteration']:.2f}x "
-                     f"faster than the released code's D step at paper width (authors' measurement on this machine "
-                     f"kind: {AUTHORS_SECONDS_PER_ITERATION} s / iteration, not this run).")
+        lines.append(f"\nSame run: the default path (graph-free D step, channels_last) is "
+                     f"{ref['seconds_per_iteration'] / fast['seconds_per_iteration']:.2f}x faster than the released "
+                     f"code's path (D step with a graph, NCHW) at paper width, and takes "
+                     f"{fast['seconds_per_iteration'] / fast['floor_seconds']:.2f}x its floor (authors' measurement on "
+                     f"this machine kind: {AUTHORS_SECONDS_PER_ITERATION} s / iteration, not this run).")
     if inference:
         lines += ["", "| inference | images / s |", "|---|---|"]
         lines += [f"| {r['case']} | {r.get('images_per_s', 'skipped: ' + r.get('skipped', ''))} |" for r in inference]

@@ -136,9 +136,10 @@ class Trainer:
         torch.set_flush_denormal(t.flush_denormal)
         set_seed(t.seed)   # torch (identical initial weights on every rank), Python and NumPy, as saved in checkpoints
         self.nets = build_networks(cfg.model)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
             use_global_batch_statistics(module)   # batch statistics of the global batch (no-op on one process)
-            module.to(device).train()
+            module.to(device, memory_format=self.memory_format).train()
         self.decoder_ema = copy.deepcopy(self.nets.decoder).eval().requires_grad_(False)
         self.momentum_discriminator = copy.deepcopy(self.nets.discriminator).eval().requires_grad_(False)
         adam = dict(lr=t.lr, betas=tuple(t.betas))
@@ -201,7 +202,7 @@ class Trainer:
 
     def _real_batch(self) -> torch.Tensor:
         x, _ = self.stream.next()
-        return real_images(x, self.phase)
+        return real_images(x, self.phase).contiguous(memory_format=self.memory_format)
 
     def run_iteration(self) -> dict[str, torch.Tensor]:
         """One generator iteration -> the logged statistics; raises NonFiniteError on divergence (the state is then
