@@ -133,3 +133,30 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
     assert "--cases: unknown paper64" in capsys.readouterr().err
     assert main(["bench", "--precision", "fp16"]) == 2
     assert "--precision takes fp32 and/or bf16" in capsys.readouterr().err
+
+
+@requires_mnist
+def test_compile_without_a_backend_falls_back_to_eager_and_says_so(monkeypatch, caplog):
+    """train.compile on a CPU without a C++ compiler: one warning naming what is missing, and eager modules."""
+    monkeypatch.setenv("CXX", "no-such-compiler-dcvae")
+    with caplog.at_level("WARNING", logger="dcvae.train"):
+        trainer = _trainer(**{"train.compile": True})
+    assert "no-such-compiler-dcvae not found" in caplog.text and "falling back to eager mode" in caplog.text
+    assert trainer.nets.decoder._compiled_call_impl is None
+
+
+@requires_mnist
+def test_compiled_networks_give_the_eager_losses(tmp_path):
+    """train.compile (inductor on the CPU): one iteration's losses equal the eager ones within float tolerance,
+    and the checkpoint's parameter names are those of the eager modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        eager, compiled = _trainer(), _trainer(**{"train.compile": True})
+        assert compiled.nets.decoder._compiled_call_impl is not None
+        stats_eager, stats_compiled = eager.run_iteration(), compiled.run_iteration()
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("loss/d", "loss/g", "loss/nce_final", "kl"):
+        torch.testing.assert_close(stats_compiled[key], stats_eager[key], rtol=1e-4, atol=1e-5)
+    assert compiled.weights().keys() == eager.weights().keys()

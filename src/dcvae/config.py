@@ -78,6 +78,9 @@ class TrainConfig:
     channels_last: bool = True           # networks and batches in the NHWC memory layout: the same math (float
                                          # rounding aside), faster convolutions and resampling on CPUs (oneDNN) and
                                          # GPUs; false: PyTorch's default NCHW, the released code's layout
+    compile: bool = False                # torch.compile the encoder, decoder and discriminator (inductor): for
+                                         # GPUs; on this project's 2-core CPU it compiled for 72 s and then ran the
+                                         # compact iteration 1.33x slower (docs/results.md)
     flush_denormal: bool = True          # CPU: treat subnormal floats (< 1.2e-38) as zero; without it small
                                          # networks ran up to 6x slower here (x86 handles subnormals in microcode)
     log_every: int = 50

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -24,6 +25,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--layout", default="channels_last",
                    help="comma-separated memory layouts: channels_last (the default of training), nchw; the released "
                         "D step case always runs in NCHW, as the released code")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile every case's networks (the untimed warm-up iteration compiles); a missing "
+                        "backend falls back to eager mode with a message")
     p.add_argument("--iterations", type=int, default=1, help="timed iterations per case, after a warm-up (default 1)")
     p.add_argument("--progressive-preset", default="celeba64", help="preset of the progressive case (default celeba64)")
     p.add_argument("--progressive-batch", type=int, default=4,
@@ -56,7 +60,8 @@ def _cases(args: argparse.Namespace, device: str):
     for precision in precisions:
         for layout in layouts:
             channels_last = layout == "channels_last"
-            suffix = ("" if precision == "fp32" else f", {precision}") + ("" if channels_last else ", NCHW")
+            suffix = (("" if precision == "fp32" else f", {precision}") + ("" if channels_last else ", NCHW")
+                      + (", compiled" if args.compile else ""))
             for name in names:
                 if name == "paper32":
                     cases.append(Case("paper32" + suffix, "cifar10", precision=precision,
@@ -72,7 +77,7 @@ def _cases(args: argparse.Namespace, device: str):
                     cases.append(Case(f"progressive ({args.progressive_preset}, batch {args.progressive_batch})"
                                       + suffix, args.progressive_preset, args.progressive_batch, precision,
                                       channels_last=channels_last, device=device))
-    return cases
+    return [dataclasses.replace(case, compile=args.compile) for case in cases]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ class Case:
     reference: bool = False            # the released code's path: its D step (reconstruction not detached) in
                                        # NCHW; same updates
     channels_last: bool = True         # memory layout of networks and batches (ignored by the reference path)
+    compile: bool = False              # torch.compile the networks (the untimed warm-up iteration compiles)
     device: str = "cpu"
 
 
@@ -79,6 +80,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
         cfg.growth.batch_sizes = []
     t.released_d_step = case.reference
     t.channels_last = case.channels_last and not case.reference
+    t.compile = case.compile
     batch = cfg.batch_sizes()[-1]
     n = batch * (t.d_steps + 1) * (iterations + 3)
     data = TensorDataset(torch.rand(n, m.image_channels, m.resolution, m.resolution) * 2 - 1,
@@ -101,7 +103,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
     return {
         "case": case.name, "preset": case.preset, "device": case.device, "precision": case.precision,
         "update_path": "released D step (reconstruction with a graph)" if case.reference else "default",
-        "memory_format": "channels_last" if t.channels_last else "NCHW",
+        "memory_format": "channels_last" if t.channels_last else "NCHW", "compiled": trainer.compiled,
         "resolution": trainer.phase.resolution if trainer.schedule.progressive else m.resolution,
         "d_steps": t.d_steps, "batch_size": batch,
         "seconds_per_iteration": round(seconds, 3), "real_images_per_s": round(steps * batch / seconds, 2),

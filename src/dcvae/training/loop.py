@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import random
 import time
 from collections import defaultdict
@@ -57,6 +58,19 @@ def cpu_has_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def compile_backend_problem(device: torch.device) -> str | None:
+    """Why torch.compile's default backend (inductor) cannot build kernels for `device`, or None when it can:
+    on a GPU it needs Triton, on a CPU a C++ compiler."""
+    import importlib.util
+    import shutil
+
+    if device.type == "cuda":
+        found = importlib.util.find_spec("triton") is not None
+        return None if found else "inductor needs Triton for GPU kernels (pip install triton)"
+    compiler = os.environ.get("CXX", "g++")
+    return None if shutil.which(compiler) else f"inductor needs a C++ compiler for CPU kernels ({compiler} not found)"
 
 
 def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> list[torch.Tensor]:
@@ -142,6 +156,13 @@ class Trainer:
             module.to(device, memory_format=self.memory_format).train()
         self.decoder_ema = copy.deepcopy(self.nets.decoder).eval().requires_grad_(False)
         self.momentum_discriminator = copy.deepcopy(self.nets.discriminator).eval().requires_grad_(False)
+        problem = compile_backend_problem(device) if t.compile else None
+        if problem:
+            log.warning("train.compile: %s; falling back to eager mode", problem)
+        self.compiled = t.compile and not problem
+        if self.compiled:   # in place: the parameter names, and so the checkpoints, stay those of the eager modules
+            for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
+                module.compile()
         adam = dict(lr=t.lr, betas=tuple(t.betas))
         self.opt = {name: torch.optim.Adam(getattr(self.nets, name).parameters(), **adam)
                     for name in ("encoder", "decoder", "discriminator")}
