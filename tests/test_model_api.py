@@ -24,6 +24,14 @@ def test_load_encode_decode_interpolate(tmp_path):
     g = torch.Generator().manual_seed(3)
     s = model.sample(4, truncation=1.0, generator=g)
     assert s.shape == (4, 1, 32, 32) and s.abs().max() <= 1
+    # the training layout (channels_last) is kept for inference; outputs come back in the default layout and
+    # equal those of the same weights in NCHW
+    assert model.memory_format == torch.channels_last and model.decode(z).is_contiguous()
+    assert model.decoder.stages[0][1].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = dcvae.load(tmp_path / "run").to(memory_format=torch.contiguous_format)
+    nchw.memory_format = torch.contiguous_format
+    torch.testing.assert_close(nchw.decode(z), model.decode(z), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(nchw.encode(x), z, rtol=1e-5, atol=1e-5)
     try:
         model.encode(torch.zeros(1, 3, 32, 32))
     except dcvae.UserError as e:

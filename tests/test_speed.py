@@ -133,6 +133,8 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
     assert "--cases: unknown paper64" in capsys.readouterr().err
     assert main(["bench", "--precision", "fp16"]) == 2
     assert "--precision takes fp32 and/or bf16" in capsys.readouterr().err
+    assert main(["bench", "--layout", "nhwc"]) == 2
+    assert "--layout takes channels_last and/or nchw" in capsys.readouterr().err
 
 
 @requires_mnist
