@@ -17,9 +17,9 @@ def add_parser(subparsers) -> None:
         description="Time one generator iteration of each case (5 D steps of 64 then the G and contrastive steps at "
                     "paper width; the same with the released code's D step, whose extra backward no update uses, "
                     "in its NCHW layout; the compact MNIST network; the progressive backbone fully grown), count "
-                    "its FLOPs, measure "
-                    "the matmul peak in the same process, and report images/s, utilisation and peak memory; then "
-                    "sampling, encoding and Inception throughput. Each case runs in its own process.")
+                    "its FLOPs, measure the matmul peak in the same process, and report images/s, utilisation and "
+                    "peak memory; then sampling, encoding and Inception throughput. Each case runs in its own "
+                    "process.")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, default all: {','.join(CASES)}")
     p.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (autocast); default fp32")
     p.add_argument("--layout", default="channels_last",
