@@ -52,7 +52,7 @@ def _phase_gradients(trainer: Trainer, x: torch.Tensor) -> dict[str, torch.Tenso
     record("d", discriminator_phase(nets, x, o, trainer.noise, trainer.cfg.train.released_d_step)[0],
            {"discriminator": nets.discriminator})
     nets.discriminator.requires_grad_(False)
-    record("g", generator_phase(nets, x, o, trainer.terms, trainer.noise, 16)[0],
+    record("g", generator_phase(nets, x, o, trainer.terms, trainer.noise, trainer.cfg.train.sample_batch_size)[0],
            {"encoder": nets.encoder, "decoder": nets.decoder})
     nets.discriminator.requires_grad_(True)
     loss, _, _ = contrastive_phase(nets, trainer.momentum_discriminator, trainer.queues, x, o, trainer.noise, True)
@@ -149,7 +149,7 @@ def test_compile_without_a_backend_falls_back_to_eager_and_says_so(monkeypatch, 
 
 
 @requires_mnist
-def test_compiled_networks_give_the_eager_losses(tmp_path):
+def test_compiled_networks_give_the_eager_losses():
     """train.compile (inductor on the CPU): one iteration's losses equal the eager ones within float tolerance,
     and the checkpoint's parameter names are those of the eager modules."""
     threads = torch.get_num_threads()
