@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import Config
 from .errors import UserError
-from .networks import build_networks
+from .networks import build_networks, memory_format
 from .training.checkpoint import (load_config_dict, load_module_weights, load_weights, read_manifest,
                                   resolve_checkpoint)
 
@@ -25,7 +25,7 @@ class DCVAE(nn.Module):
         self.model_id = model_id  # SHA-256 of the checkpoint's model.safetensors: what latent-space files belong to
         # the training layout (train.channels_last) is also the faster one for inference; outputs are returned in
         # the default layout, so that callers can .view() them
-        self.memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+        self.memory_format = memory_format(config.train.channels_last)
         self.to(memory_format=self.memory_format)
 
     @property

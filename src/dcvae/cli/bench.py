@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -42,42 +41,44 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _cases(args: argparse.Namespace, device: str):
     from ..experiments.bench import Case
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    names = _comma_list(args.cases)
     unknown = sorted(set(names) - set(CASES))
     if unknown or not names:
         raise UserError(f"--cases: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(CASES)}")
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    precisions = _comma_list(args.precision)
     if not precisions or set(precisions) - {"fp32", "bf16"}:
         raise UserError(f"--precision takes fp32 and/or bf16, got {args.precision!r}")
-    layouts = [x.strip() for x in args.layout.split(",") if x.strip()]
+    layouts = _comma_list(args.layout)
     if not layouts or set(layouts) - {"channels_last", "nchw"}:
         raise UserError(f"--layout takes channels_last and/or nchw, got {args.layout!r}")
     if args.iterations < 1 or args.progressive_batch < 1:
         raise UserError("--iterations and --progressive-batch must be at least 1")
+    # name -> (label, preset, real images per D step or None for the preset's)
+    measured = {"paper32": ("paper32", "cifar10", None), "compact": ("compact (mnist)", "mnist", None),
+                "progressive": (f"progressive ({args.progressive_preset}, batch {args.progressive_batch})",
+                                args.progressive_preset, args.progressive_batch)}
+    compiled = ", compiled" if args.compile else ""
     cases = []
     for precision in precisions:
+        shared = dict(precision=precision, compile=args.compile, device=device)
+        precision_suffix = "" if precision == "fp32" else f", {precision}"
         for layout in layouts:
-            channels_last = layout == "channels_last"
-            suffix = (("" if precision == "fp32" else f", {precision}") + ("" if channels_last else ", NCHW")
-                      + (", compiled" if args.compile else ""))
+            layout_suffix = "" if layout == "channels_last" else ", NCHW"
             for name in names:
-                if name == "paper32":
-                    cases.append(Case("paper32" + suffix, "cifar10", precision=precision,
-                                      channels_last=channels_last, device=device))
-                elif name == "paper32-released":
-                    if layout == layouts[0]:     # NCHW whatever the layout asked for: one case per precision
-                        cases.append(Case("paper32, released D step" + suffix.replace(", NCHW", ""), "cifar10",
-                                          precision=precision, reference=True, device=device))
-                elif name == "compact":
-                    cases.append(Case("compact (mnist)" + suffix, "mnist", precision=precision,
-                                      channels_last=channels_last, device=device))
-                else:
-                    cases.append(Case(f"progressive ({args.progressive_preset}, batch {args.progressive_batch})"
-                                      + suffix, args.progressive_preset, args.progressive_batch, precision,
-                                      channels_last=channels_last, device=device))
-    return [dataclasses.replace(case, compile=args.compile) for case in cases]
+                if name in measured:
+                    label, preset_name, batch = measured[name]
+                    cases.append(Case(label + precision_suffix + layout_suffix + compiled, preset_name, batch,
+                                      channels_last=layout == "channels_last", **shared))
+                elif layout == layouts[0]:   # paper32-released: the released code's NCHW whatever --layout says
+                    cases.append(Case("paper32, released D step" + precision_suffix + compiled, "cifar10",
+                                      reference=True, **shared))
+    return cases
 
 
 def run(args: argparse.Namespace) -> int:

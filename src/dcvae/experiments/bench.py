@@ -116,16 +116,16 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
 
 def measure_inference(device: str = "cpu", batch_size: int = 64, inception: str | None = None) -> list[dict]:
     """Images/s of sampling (decoder) and encoding at paper width (cifar10 preset), of the compact MNIST networks
-    (both in channels_last), and of Inception pool3 features (when its weights are found)."""
+    (both in their presets' layout: channels_last), and of Inception pool3 features (when its weights are found)."""
     from ..config import preset
     from ..metrics.networks import InceptionFeatures
-    from ..networks import build_networks
+    from ..networks import build_networks, memory_format
 
     rows = []
     for name in ("cifar10", "mnist"):
         cfg = preset(name)
         nets = build_networks(cfg.model)
-        layout = torch.channels_last        # the default of training and of dcvae.load
+        layout = memory_format(cfg.train.channels_last)     # as training and dcvae.load lay them out
         decoder = nets.decoder.to(device, memory_format=layout).eval()
         encoder = nets.encoder.to(device, memory_format=layout).eval()
         z = torch.randn(batch_size, cfg.model.latent_dim, device=device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .autogan import AutoGANDecoder, AutoGANTrunk
@@ -47,8 +48,15 @@ def growing_modules(*modules: nn.Module) -> list[nn.Module]:
     return [m for module in modules for m in module.modules() if hasattr(m, "set_growth")]
 
 
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The memory layout of `train.channels_last`: NHWC (faster convolutions and resampling, same math) or
+    PyTorch's default NCHW. Training and `dcvae.load` both lay out networks and image batches in it."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "count_parameters", "Encoder", "ContrastiveDiscriminator"]
+__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "memory_format", "count_parameters",
+           "Encoder", "ContrastiveDiscriminator"]
