@@ -78,6 +78,42 @@ def test_fade_in_starts_where_the_previous_level_ends():
     assert g(z).shape == (4, 3, 16, 16) and g.resolution == 16
 
 
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the calls that copy a tensor's values to the host (a GPU synchronisation each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.tolist, torch.Tensor.item):
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_forwards_read_the_growth_from_the_host_without_copying_the_buffer():
+    """After set_growth a forward reads no tensor back to the host (on a GPU that would wait for the device on
+    every forward); a state dict or EMA copy that changes the buffer behind set_growth's back is still seen."""
+    torch.manual_seed(0)
+    g, d = ProgressiveDecoder(8, 16, 3, 32), ProgressiveTrunk(3, 16, 32)
+    z, x = torch.randn(2, 8), torch.randn(2, 3, 32, 32)
+    g.set_growth(2, 0.25)
+    d.set_growth(2, 0.25)
+    with _HostReads() as reads:
+        g(z), d(x), g(z)
+    assert reads.count == 0
+    assert g.current_growth() == (2, 0.25)
+    other = ProgressiveDecoder(8, 16, 3, 32)
+    other.set_growth(1, 0.5)
+    g.load_state_dict(other.state_dict())
+    assert g.current_growth() == (1, 0.5) and g(z).shape == (2, 3, 8, 8)
+    with torch.no_grad():
+        g.growth.copy_(torch.tensor([0.0, 1.0]))             # as the EMA update copies buffers
+    assert g.current_growth() == (0, 1.0) and g.resolution == 4
+    g.set_growth(2, 0.3)                                     # alpha as the float32 buffer holds it
+    assert g.current_growth() == (2, torch.tensor(0.3).item()) == (2, g.growth[1].item())
+
+
 def test_schedule_phases_by_hand():
     cfg = _tiny_config("/nowhere")                   # 4 -> 16, fade 32 and stable 32 images, batches 8, 8, 4
     s = GrowthSchedule(cfg)

@@ -86,15 +86,29 @@ class _Growing(nn.Module):
             raise ValueError("a progressive network grows to 8x8 at least")
         self.max_level = max_level
         self.register_buffer("growth", torch.tensor([float(max_level), 1.0]))
+        # (which tensor, its version, level, alpha): the buffer's value as last known on the host
+        self._growth_known: tuple[tuple[int, int], int, float] | None = None
 
     def set_growth(self, level: int, alpha: float) -> None:
         if not 0 <= level <= self.max_level or not 0.0 <= alpha <= 1.0:
             raise ValueError(f"growth (level {level}, alpha {alpha}) outside levels 0..{self.max_level}, alpha 0..1")
-        self.growth.copy_(torch.tensor([float(level), float(alpha)]))
+        # fills with host scalars: kernel launches, no wait for the device
+        self.growth[0] = float(level)
+        self.growth[1] = float(alpha)
+        alpha32 = torch.tensor(float(alpha), dtype=self.growth.dtype).item()   # the value the buffer holds
+        self._growth_known = (self._growth_key(), int(level), alpha32)
+
+    def _growth_key(self) -> tuple[int, int]:
+        return self.growth.data_ptr(), self.growth._version
 
     def current_growth(self) -> tuple[int, float]:
-        level, alpha = self.growth.tolist()
-        return int(level), float(alpha)
+        """(level, alpha). Every forward needs them on the host; reading the buffer there waits for the device (a
+        GPU synchronisation), so it is read only after something other than `set_growth` changed it: a loaded
+        state dict, an EMA copy of the buffers, a move to another device."""
+        if self._growth_known is None or self._growth_known[0] != self._growth_key():
+            level, alpha = self.growth.tolist()
+            self._growth_known = (self._growth_key(), int(level), float(alpha))
+        return self._growth_known[1], self._growth_known[2]
 
     @property
     def resolution(self) -> int:
