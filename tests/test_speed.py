@@ -2,6 +2,7 @@
 without a graph, networks and batches in channels_last — updates every network as the released code's path (D step
 with the reconstruction's graph, encoder and decoder gradients computed and thrown away, NCHW), and the released
 path really does the extra work."""
+import pytest
 import torch
 from accelerate import Accelerator
 
@@ -128,6 +129,17 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
     assert 0.01 < row["tflop_per_iteration"] < 0.2 and row["seconds_per_iteration"] > 0
     assert row["matmul_peak_gflop_s"] > 0 and 0 < row["utilisation"] < 5 and row["peak_memory_gib"] > 0.1
     assert "| compact (mnist) |" in printed
+    # several batch sizes, each a case; CUDA graphs asked for on a CPU: said, and run without
+    if not torch.cuda.is_available():
+        out = tmp_path / "batches.json"
+        assert main(["bench", "--cases", "compact", "--batch-size", "8,16", "--cuda-graphs", "--no-inference",
+                     "--json", str(out)]) == 0
+        assert "--cuda-graphs needs a GPU" in capsys.readouterr().out
+        small, large = json.loads(out.read_text())["iterations"]
+        assert (small["case"], small["batch_size"], large["batch_size"]) == ("compact (mnist), batch 8", 8, 16)
+        assert not small["cuda_graphs"] and not large["compiled"]
+        # the iteration's arithmetic scales with the batch (the prior samples follow it)
+        assert 1.8 < large["tflop_per_iteration"] / small["tflop_per_iteration"] < 2.05
     assert main(["bench", "--cases", "compact", "--json", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["bench", "--cases", "paper64"]) == 2
@@ -136,6 +148,8 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
     assert "--precision takes fp32 and/or bf16" in capsys.readouterr().err
     assert main(["bench", "--layout", "nhwc"]) == 2
     assert "--layout takes channels_last and/or nchw" in capsys.readouterr().err
+    assert main(["bench", "--batch-size", "64,big"]) == 2
+    assert "--batch-size takes comma-separated whole numbers" in capsys.readouterr().err
 
 
 @requires_mnist
@@ -146,6 +160,18 @@ def test_compile_without_a_backend_falls_back_to_eager_and_says_so(monkeypatch, 
         trainer = _trainer(**{"train.compile": True})
     assert "no-such-compiler-dcvae not found" in caplog.text and "falling back to eager mode" in caplog.text
     assert trainer.nets.decoder._compiled_call_impl is None
+
+
+@requires_mnist
+def test_cuda_graphs_without_a_gpu_run_eager_and_say_so(caplog):
+    """train.cuda_graphs on a CPU: one warning, and the networks are neither compiled nor graphed."""
+    if torch.cuda.is_available():
+        pytest.skip("tests the CPU fallback; tests/test_gpu.py covers the GPU")
+    with caplog.at_level("WARNING", logger="dcvae.train"):
+        trainer = _trainer(**{"train.cuda_graphs": True})
+    assert "train.cuda_graphs needs a CUDA device and this run is on cpu" in caplog.text
+    assert not trainer.compiled and not trainer.cuda_graphs
+    assert trainer.nets.decoder._compiled_call_impl is None and not trainer.nets.decoder._forward_hooks
 
 
 @requires_mnist

@@ -81,6 +81,10 @@ class TrainConfig:
     compile: bool = False                # torch.compile the encoder, decoder and discriminator (inductor): for
                                          # GPUs; on this project's 2-core CPU it compiled for 72 s and then ran the
                                          # compact iteration 1.33x slower (docs/results.md)
+    cuda_graphs: bool = False            # on a GPU: compile in inductor's "reduce-overhead" mode, which replays
+                                         # each network's kernels as CUDA graphs (one launch instead of hundreds:
+                                         # for small batches, where launches dominate); implies compile. Elsewhere
+                                         # a warning and no graphs
     flush_denormal: bool = True          # CPU: treat subnormal floats (< 1.2e-38) as zero; without it small
                                          # networks ran up to 6x slower here (x86 handles subnormals in microcode)
     log_every: int = 50

@@ -27,6 +27,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every case's networks (the untimed warm-up iteration compiles); a missing "
                         "backend falls back to eager mode with a message")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="compile in reduce-overhead mode, which replays the networks as CUDA graphs (train.cuda_graphs;"
+                        " on a GPU: on a CPU the cases run without graphs and say so)")
+    p.add_argument("--batch-size", default="",
+                   help="comma-separated real images per D step for the 32x32 cases, each measured (default: the "
+                        "preset's, 64); e.g. 64,256 on a GPU")
     p.add_argument("--iterations", type=int, default=1, help="timed iterations per case, after a warm-up (default 1)")
     p.add_argument("--progressive-preset", default="celeba64", help="preset of the progressive case (default celeba64)")
     p.add_argument("--progressive-batch", type=int, default=4,
@@ -57,27 +63,35 @@ def _cases(args: argparse.Namespace, device: str):
     layouts = _comma_list(args.layout)
     if not layouts or set(layouts) - {"channels_last", "nchw"}:
         raise UserError(f"--layout takes channels_last and/or nchw, got {args.layout!r}")
-    if args.iterations < 1 or args.progressive_batch < 1:
-        raise UserError("--iterations and --progressive-batch must be at least 1")
-    # name -> (label, preset, real images per D step or None for the preset's)
-    measured = {"paper32": ("paper32", "cifar10", None), "compact": ("compact (mnist)", "mnist", None),
-                "progressive": (f"progressive ({args.progressive_preset}, batch {args.progressive_batch})",
-                                args.progressive_preset, args.progressive_batch)}
-    compiled = ", compiled" if args.compile else ""
+    try:
+        batches: list[int | None] = [int(b) for b in _comma_list(args.batch_size)] or [None]
+    except ValueError:
+        raise UserError(f"--batch-size takes comma-separated whole numbers, got {args.batch_size!r}") from None
+    if args.iterations < 1 or args.progressive_batch < 1 or any(b is not None and b < 1 for b in batches):
+        raise UserError("--iterations, --batch-size and --progressive-batch must be at least 1")
+    compiled = ", CUDA graphs" if args.cuda_graphs else ", compiled" if args.compile else ""
     cases = []
     for precision in precisions:
-        shared = dict(precision=precision, compile=args.compile, device=device)
+        shared = dict(precision=precision, compile=args.compile, cuda_graphs=args.cuda_graphs, device=device)
         precision_suffix = "" if precision == "fp32" else f", {precision}"
         for layout in layouts:
             layout_suffix = "" if layout == "channels_last" else ", NCHW"
             for name in names:
-                if name in measured:
-                    label, preset_name, batch = measured[name]
-                    cases.append(Case(label + precision_suffix + layout_suffix + compiled, preset_name, batch,
+                # (label, preset, real images per D step or None for the preset's) of each measurement
+                if name == "progressive":
+                    runs = [(f"progressive ({args.progressive_preset}, batch {args.progressive_batch})",
+                             args.progressive_preset, args.progressive_batch)]
+                else:
+                    label, preset_name = {"paper32": ("paper32", "cifar10"), "compact": ("compact (mnist)", "mnist"),
+                                          "paper32-released": ("paper32, released D step", "cifar10")}[name]
+                    runs = [(label + (f", batch {b}" if b else ""), preset_name, b) for b in batches]
+                reference = name == "paper32-released"
+                if reference and layout != layouts[0]:
+                    continue                 # the released code's NCHW whatever --layout says: measured once
+                for label, preset_name, batch in runs:
+                    suffix = precision_suffix + ("" if reference else layout_suffix) + compiled
+                    cases.append(Case(label + suffix, preset_name, batch, reference=reference,
                                       channels_last=layout == "channels_last", **shared))
-                elif layout == layouts[0]:   # paper32-released: the released code's NCHW whatever --layout says
-                    cases.append(Case("paper32, released D step" + precision_suffix + compiled, "cifar10",
-                                      reference=True, **shared))
     return cases
 
 
@@ -99,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         device = "cpu"
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise UserError(f"--device must be cpu or cuda[:N], got {device!r}")
+    if args.cuda_graphs and device == "cpu":
+        print("bench: --cuda-graphs needs a GPU: the cases run without CUDA graphs")
+        args.cuda_graphs = False
     cases = _cases(args, device)
     if device == "cpu" and "bf16" in args.precision and not cpu_has_bf16():
         print("bench: this CPU has no native bf16 (AVX512-BF16 / AMX): the bf16 cases run emulated, slowly")

@@ -92,6 +92,18 @@ def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> list[t
     return norms
 
 
+@torch.compiler.disable
+def _own_copy_without_grad(module: nn.Module, args: Any, output: Any) -> Any:
+    """Forward hook of CUDA-graphed networks: a call made without autograd gets its own copy of the outputs.
+
+    CUDA graph trees recycle a graph's output memory when the next compiled call starts a new step, which they
+    assume whenever no backward is pending, so the D step's graph-free fakes (a decoder call, then another) would
+    be overwritten before D sees them. Outside the compiled region (compiler.disable), so the copy is eager."""
+    if torch.is_grad_enabled():
+        return None
+    return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, output)
+
+
 @torch.no_grad()
 def _ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
     """target <- decay * target + (1 - decay) * source for parameters; buffers (BatchNorm statistics, spectral-norm
@@ -156,13 +168,7 @@ class Trainer:
             module.to(device, memory_format=self.memory_format).train()
         self.decoder_ema = copy.deepcopy(self.nets.decoder).eval().requires_grad_(False)
         self.momentum_discriminator = copy.deepcopy(self.nets.discriminator).eval().requires_grad_(False)
-        problem = compile_backend_problem(device) if t.compile else None
-        if problem:
-            log.warning("train.compile: %s; falling back to eager mode", problem)
-        self.compiled = t.compile and not problem
-        if self.compiled:   # in place: the parameter names, and so the checkpoints, stay those of the eager modules
-            for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
-                module.compile()
+        self._compile(device)
         adam = dict(lr=t.lr, betas=tuple(t.betas))
         self.opt = {name: torch.optim.Adam(getattr(self.nets, name).parameters(), **adam)
                     for name in ("encoder", "decoder", "discriminator")}
@@ -191,6 +197,26 @@ class Trainer:
         self.iteration = 0
         self.rollbacks = 0
         self._finite_checks: list[tuple[str, torch.Tensor]] = []
+
+    def _compile(self, device: torch.device) -> None:
+        """train.compile / train.cuda_graphs: torch.compile the encoder, decoder and discriminator in place (the
+        parameter names, and so the checkpoints, stay those of the eager modules), or say what it falls back to."""
+        t = self.cfg.train
+        graphs = t.cuda_graphs and device.type == "cuda"
+        if t.cuda_graphs and not graphs:
+            log.warning("train.cuda_graphs needs a CUDA device and this run is on %s; running without CUDA graphs",
+                        device.type)
+        problem = compile_backend_problem(device) if t.compile or graphs else None
+        if problem:
+            log.warning("train.compile: %s; falling back to eager mode", problem)
+        self.compiled = (t.compile or graphs) and not problem
+        self.cuda_graphs = graphs and self.compiled
+        if not self.compiled:
+            return
+        for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
+            module.compile(mode="reduce-overhead" if self.cuda_graphs else None)
+            if self.cuda_graphs:
+                module.register_forward_hook(_own_copy_without_grad)
 
     # -- one generator iteration -------------------------------------------------------------------------------
     def _step(self, phase: str, loss: torch.Tensor, names: tuple[str, ...]) -> None:
