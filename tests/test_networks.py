@@ -41,6 +41,50 @@ def test_shapes_and_ranges(name):
     assert out["map:b2"].shape[0] == 3 and out["map:b2"].dim() == 4
 
 
+def test_upsampling_folded_into_the_convolution_by_hand():
+    """Nearest x2 then a 3x3 convolution, computed at the low resolution: on a 1-channel 2x2 image with an all-ones
+    kernel and bias 0.5, each output is 0.5 plus the sum of the upsampled 4x4 image over its 3x3 window."""
+    from dcvae.networks.layers import upsample_nearest_conv3x3
+
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(0.5)
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    up = x.repeat_interleave(2, 2).repeat_interleave(2, 3)[0, 0]                    # the 4x4 nearest upsampling
+    padded = torch.nn.functional.pad(up, (1, 1, 1, 1))
+    by_hand = torch.tensor([[float(padded[i:i + 3, j:j + 3].sum()) + 0.5 for j in range(4)] for i in range(4)])
+    assert by_hand[0, 0] == 1 + 1 + 1 + 1 + 0.5 and by_hand[1, 1] == 1 + 1 + 2 + 1 + 1 + 2 + 3 + 3 + 4 + 0.5
+    assert torch.allclose(upsample_nearest_conv3x3(x, conv)[0, 0], by_hand)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+def test_folded_upsampling_is_the_same_decoder(name):
+    """train.fold_upsampling (default) against the released order of operations, in float64 so that only the
+    arithmetic's order differs: the same images and the same gradients for z and every parameter, in both
+    memory layouts."""
+    from dcvae.networks import set_fold_upsampling
+
+    torch.manual_seed(0)
+    m = preset(name).model
+    m.gen_width = min(m.gen_width, 32)
+    decoder = build_networks(m).decoder.double()
+    z = torch.randn(4, m.latent_dim, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for fold in (False, True):
+            set_fold_upsampling(decoder.to(memory_format=layout), fold)
+            y = decoder(z)
+            grads = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum(),
+                                        [z, *decoder.parameters()])
+            results[layout, fold] = y.detach(), grads
+    expected_y, expected_grads = results[torch.contiguous_format, False]
+    for key, (y, grads) in results.items():
+        torch.testing.assert_close(y, expected_y, rtol=1e-10, atol=1e-12, msg=str(key))
+        for g, e in zip(grads, expected_grads, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11, msg=str(key))
+
+
 def _setup():
     torch.manual_seed(0)
     m = preset("mnist").model

@@ -48,6 +48,14 @@ def growing_modules(*modules: nn.Module) -> list[nn.Module]:
     return [m for module in modules for m in module.modules() if hasattr(m, "set_growth")]
 
 
+def set_fold_upsampling(module: nn.Module, fold: bool) -> None:
+    """train.fold_upsampling on every decoder part inside `module` that has the choice (the same function either
+    way: see networks.autogan.DecoderCell)."""
+    for m in module.modules():
+        if hasattr(m, "fold_upsampling"):
+            m.fold_upsampling = fold
+
+
 def memory_format(channels_last: bool) -> torch.memory_format:
     """The memory layout of `train.channels_last`: NHWC (faster convolutions and resampling, same math) or
     PyTorch's default NCHW. Training and `dcvae.load` both lay out networks and image batches in it."""
@@ -58,5 +66,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "memory_format", "count_parameters",
-           "Encoder", "ContrastiveDiscriminator"]
+__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "memory_format", "set_fold_upsampling",
+           "count_parameters", "Encoder", "ContrastiveDiscriminator"]

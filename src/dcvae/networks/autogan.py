@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import init_autogan_, spectral_linear, spectral_norm
+from .layers import init_autogan_, spectral_linear, spectral_norm, upsample_nearest_conv3x3
 
 
 class DecoderCell(nn.Module):
@@ -17,7 +17,15 @@ class DecoderCell(nn.Module):
 
     ReLU -> upsample x2 -> conv3x3 (the cell's skip output) -> + each skip input (resized, 1x1 conv)
     -> ReLU -> conv3x3 -> + optional 1x1-conv shortcut of the upsampled input.
+
+    `fold_upsampling` (default; train.fold_upsampling) computes the same function with less arithmetic: a nearest
+    upsampling is folded into the 3x3 convolution after it (layers.upsample_nearest_conv3x3), and the 1x1
+    convolutions run before the resize rather than after (a 1x1 convolution and a nearest or bilinear resize are
+    both linear and commute, bias included, since each resized pixel is a convex combination of input pixels), at
+    up to 16x fewer pixels. False: the released code's order of operations.
     """
+
+    fold_upsampling = True
 
     def __init__(self, channels: int, up_mode: str, num_skip_in: int, shortcut: bool):
         super().__init__()
@@ -32,14 +40,22 @@ class DecoderCell(nn.Module):
             return F.interpolate(x, scale_factor=2, mode=self.up_mode)
         return F.interpolate(x, size=size, mode=self.up_mode)
 
+    def _resized_pointwise(self, conv: nn.Conv2d, x: torch.Tensor, size: tuple[int, int] | None = None
+                           ) -> torch.Tensor:
+        """conv(resize(x)) for a 1x1 conv."""
+        return self._resize(conv(x), size) if self.fold_upsampling else conv(self._resize(x, size))
+
     def forward(self, x: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.c1(self._resize(F.relu(x)))
+        if self.fold_upsampling and self.up_mode == "nearest":
+            h = upsample_nearest_conv3x3(F.relu(x), self.c1)
+        else:
+            h = self.c1(self._resize(F.relu(x)))
         skip_out = h
         for feature, op in zip(skips, self.skip_in_ops, strict=True):
-            h = h + op(self._resize(feature, h.shape[-2:]))
+            h = h + self._resized_pointwise(op, feature, h.shape[-2:])
         out = self.c2(F.relu(h))
         if self.c_sc is not None:
-            out = out + self.c_sc(self._resize(x))
+            out = out + self._resized_pointwise(self.c_sc, x)
         return skip_out, out
 
 
