@@ -55,34 +55,56 @@ def test_upsampling_folded_into_the_convolution_by_hand():
     padded = torch.nn.functional.pad(up, (1, 1, 1, 1))
     by_hand = torch.tensor([[float(padded[i:i + 3, j:j + 3].sum()) + 0.5 for j in range(4)] for i in range(4)])
     assert by_hand[0, 0] == 1 + 1 + 1 + 1 + 0.5 and by_hand[1, 1] == 1 + 1 + 2 + 1 + 1 + 2 + 3 + 3 + 4 + 0.5
-    assert torch.allclose(upsample_nearest_conv3x3(x, conv)[0, 0], by_hand)
+    assert torch.allclose(upsample_nearest_conv3x3(x, conv.weight, conv.bias)[0, 0], by_hand)
+
+
+def test_pooling_folded_into_the_convolution_by_hand():
+    """A 3x3 convolution then 2x2 average pooling, as one 4x4 convolution of stride 2: on a 1-channel 4x4 image
+    with an all-ones kernel and bias 0.5, the pooled output is 0.5 plus the mean of four 3x3 window sums."""
+    from dcvae.networks.layers import conv3x3_avg_pool2
+
+    weight, bias = torch.ones(1, 1, 3, 3), torch.tensor([0.5])
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    window_sums = torch.nn.functional.conv2d(x, weight, padding=1)[0, 0]       # 3x3 sums around each pixel
+    by_hand = torch.tensor([[float(window_sums[2 * i:2 * i + 2, 2 * j:2 * j + 2].mean()) + 0.5 for j in range(2)]
+                            for i in range(2)])
+    assert torch.allclose(conv3x3_avg_pool2(x, weight, bias)[0, 0], by_hand)
+
+
+def _outputs_and_gradients(module, inputs):
+    out = module(inputs)
+    leaves = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if t is not None]
+    loss = sum((t * torch.linspace(-1, 1, t.numel(), dtype=t.dtype).view_as(t)).sum() for t in leaves)
+    return [t.detach() for t in leaves], torch.autograd.grad(loss, [inputs, *module.parameters()])
 
 
 @pytest.mark.parametrize("name", ["cifar10", "mnist"])
-def test_folded_upsampling_is_the_same_decoder(name):
-    """train.fold_upsampling (default) against the released order of operations, in float64 so that only the
-    arithmetic's order differs: the same images and the same gradients for z and every parameter, in both
-    memory layouts."""
-    from dcvae.networks import set_fold_upsampling
+@pytest.mark.parametrize("part", ["decoder", "encoder", "trunk"])
+def test_folded_resampling_is_the_same_network(name, part):
+    """train.fold_resampling (default) against the released order of operations, in float64 so that only the order
+    of the arithmetic differs, in training mode and in both memory layouts: the same outputs, the same gradients
+    for the input and every parameter, and (trunks) the same spectral-norm power iterations (one per weight read)."""
+    from dcvae.networks import set_fold_resampling
 
     torch.manual_seed(0)
     m = preset(name).model
-    m.gen_width = min(m.gen_width, 32)
-    decoder = build_networks(m).decoder.double()
-    z = torch.randn(4, m.latent_dim, dtype=torch.float64, requires_grad=True)
+    m.gen_width, m.dis_width = min(m.gen_width, 32), min(m.dis_width, 16)
+    nets = build_networks(m)
+    module = {"decoder": nets.decoder, "encoder": nets.encoder, "trunk": nets.discriminator.trunk}[part].double()
+    shape = (4, m.latent_dim) if part == "decoder" else (4, m.image_channels, 32, 32)
+    inputs = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     results = {}
     for layout in (torch.contiguous_format, torch.channels_last):
         for fold in (False, True):
-            set_fold_upsampling(decoder.to(memory_format=layout), fold)
-            y = decoder(z)
-            grads = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum(),
-                                        [z, *decoder.parameters()])
-            results[layout, fold] = y.detach(), grads
-    expected_y, expected_grads = results[torch.contiguous_format, False]
-    for key, (y, grads) in results.items():
-        torch.testing.assert_close(y, expected_y, rtol=1e-10, atol=1e-12, msg=str(key))
-        for g, e in zip(grads, expected_grads, strict=True):
-            torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11, msg=str(key))
+            copy_ = copy.deepcopy(module).to(memory_format=layout)
+            set_fold_resampling(copy_, fold)
+            results[layout, fold] = (*_outputs_and_gradients(copy_, inputs), copy_.state_dict())
+    expected_out, expected_grads, expected_state = results[torch.contiguous_format, False]
+    for key, (out, grads, state) in results.items():
+        for a, b in [*zip(out, expected_out, strict=True), *zip(grads, expected_grads, strict=True)]:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11, msg=str(key))
+        for k, v in state.items():      # spectral-norm vectors (u, v) and BatchNorm statistics after one forward
+            torch.testing.assert_close(v, expected_state[k], rtol=1e-9, atol=1e-11, msg=f"{key} {k}")
 
 
 def _setup():

@@ -63,8 +63,8 @@ def _phase_gradients(trainer: Trainer, x: torch.Tensor) -> dict[str, torch.Tenso
 
 @requires_mnist
 def test_the_default_path_gives_the_reference_losses_and_gradients():
-    """One batch through the three phases: the default path (graph-free D step, channels_last, upsampling folded
-    into the convolutions) and the plain reference path (released D step, NCHW, upsample then convolve) give the same losses and the same gradients for every parameter, within
+    """One batch through the three phases: the default path (graph-free D step, channels_last, resampling folded
+    into the convolutions) and the plain reference path (released D step, NCHW, resample then convolve) give the same losses and the same gradients for every parameter, within
     float tolerance (atol relative to the largest gradient of the phase: a conv bias before BatchNorm has a zero
     gradient in exact arithmetic, and only rounding noise in either layout).
 
@@ -78,8 +78,8 @@ def test_the_default_path_gives_the_reference_losses_and_gradients():
     try:
         fast = _trainer(**{"objective.patch_layer": "b2"})
         reference = _trainer(**{"objective.patch_layer": "b2", "train.released_d_step": True,
-                                "train.channels_last": False, "train.fold_upsampling": False})
-        assert fast.nets.decoder.fold_upsampling and not reference.nets.decoder.fold_upsampling
+                                "train.channels_last": False, "train.fold_resampling": False})
+        assert fast.nets.decoder.fold_resampling and not reference.nets.decoder.fold_resampling
         assert fast.nets.decoder.stages[0][1].weight.is_contiguous(memory_format=torch.channels_last)
         assert reference.nets.decoder.stages[0][1].weight.is_contiguous()
         x = fast._real_batch()
@@ -133,15 +133,15 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
     # several batch sizes, each a case; CUDA graphs asked for on a CPU: said, and run without
     if not torch.cuda.is_available():
         out = tmp_path / "batches.json"
-        assert main(["bench", "--cases", "compact", "--batch-size", "8,16", "--upsampling", "folded,plain",
+        assert main(["bench", "--cases", "compact", "--batch-size", "8,16", "--resampling", "folded,plain",
                      "--cuda-graphs", "--no-inference", "--json", str(out)]) == 0
         assert "--cuda-graphs needs a GPU" in capsys.readouterr().out
         small, large, small_plain, large_plain = json.loads(out.read_text())["iterations"]
         assert (small["case"], small["batch_size"], large["batch_size"]) == ("compact (mnist), batch 8", 8, 16)
-        assert small_plain["case"] == "compact (mnist), batch 8, plain upsampling" and not small_plain["fold_upsampling"]
-        assert not small["cuda_graphs"] and not large["compiled"] and large["fold_upsampling"]
+        assert small_plain["case"] == "compact (mnist), batch 8, plain resampling" and not small_plain["fold_resampling"]
+        assert not small["cuda_graphs"] and not large["compiled"] and large["fold_resampling"]
         # the iteration's arithmetic scales with the batch (the prior samples follow it), and folding the
-        # upsampling into the convolutions saves arithmetic
+        # resampling into the convolutions saves arithmetic
         assert 1.8 < large["tflop_per_iteration"] / small["tflop_per_iteration"] < 2.05
         assert large["tflop_per_iteration"] < 0.9 * large_plain["tflop_per_iteration"]
     assert main(["bench", "--cases", "compact", "--json", str(out)]) == 2
@@ -154,8 +154,8 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
     assert "--layout takes channels_last and/or nchw" in capsys.readouterr().err
     assert main(["bench", "--batch-size", "64,big"]) == 2
     assert "--batch-size takes comma-separated whole numbers" in capsys.readouterr().err
-    assert main(["bench", "--upsampling", "bicubic"]) == 2
-    assert "--upsampling takes folded and/or plain" in capsys.readouterr().err
+    assert main(["bench", "--resampling", "bicubic"]) == 2
+    assert "--resampling takes folded and/or plain" in capsys.readouterr().err
 
 
 @requires_mnist

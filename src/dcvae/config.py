@@ -78,10 +78,11 @@ class TrainConfig:
     channels_last: bool = True           # networks and batches in the NHWC memory layout: the same math (float
                                          # rounding aside), faster convolutions and resampling on CPUs (oneDNN) and
                                          # GPUs; false: PyTorch's default NCHW, the released code's layout
-    fold_upsampling: bool = True         # decoders compute each nearest x2 upsampling + conv3x3 at the low resolution
-                                         # (2x2 kernels per output phase) and 1x1 convolutions before resizing:
-                                         # the same function, ~14 % fewer FLOPs at paper width, fewer still on the
-                                         # compact net; false: the released code's order of operations
+    fold_resampling: bool = True         # resampling folded into the adjacent convolutions: nearest x2 + conv3x3 at
+                                         # the low resolution (a 2x2 kernel per output phase), conv3x3 + avgpool2 as
+                                         # a 4x4 stride-2 conv, 1x1 convs on the smaller side of a resize. The same
+                                         # function with less arithmetic (docs/design.md); false: the released
+                                         # code's order of operations
     compile: bool = False                # torch.compile the encoder, decoder and discriminator (inductor): for
                                          # GPUs; on this project's 2-core CPU it compiled for 72 s and then ran the
                                          # compact iteration 1.33x slower (docs/results.md)

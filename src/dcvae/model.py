@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import Config
 from .errors import UserError
-from .networks import build_networks, memory_format, set_fold_upsampling
+from .networks import build_networks, memory_format, set_fold_resampling
 from .training.checkpoint import (load_config_dict, load_module_weights, load_weights, read_manifest,
                                   resolve_checkpoint)
 
@@ -27,7 +27,7 @@ class DCVAE(nn.Module):
         # the default layout, so that callers can .view() them
         self.memory_format = memory_format(config.train.channels_last)
         self.to(memory_format=self.memory_format)
-        set_fold_upsampling(self.decoder, config.train.fold_upsampling)
+        set_fold_resampling(self, config.train.fold_resampling)
 
     @property
     def latent_dim(self) -> int:

@@ -25,9 +25,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--layout", default="channels_last",
                    help="comma-separated memory layouts: channels_last (the default of training), nchw; the released "
                         "D step case always runs in NCHW, as the released code")
-    p.add_argument("--upsampling", default="folded",
-                   help="comma-separated: folded (the default of training: nearest x2 folded into the next conv3x3, "
-                        "1x1 convolutions before resizing; train.fold_upsampling), plain (upsample, then convolve); "
+    p.add_argument("--resampling", default="folded",
+                   help="comma-separated: folded (the default of training: up- and downsampling folded into the "
+                        "adjacent convolutions; train.fold_resampling), plain (resample and convolve separately); "
                         "the released D step case always runs plain")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile every case's networks (the untimed warm-up iteration compiles); a missing "
@@ -68,9 +68,9 @@ def _cases(args: argparse.Namespace, device: str):
     layouts = _comma_list(args.layout)
     if not layouts or set(layouts) - {"channels_last", "nchw"}:
         raise UserError(f"--layout takes channels_last and/or nchw, got {args.layout!r}")
-    upsamplings = _comma_list(args.upsampling)
-    if not upsamplings or set(upsamplings) - {"folded", "plain"}:
-        raise UserError(f"--upsampling takes folded and/or plain, got {args.upsampling!r}")
+    resamplings = _comma_list(args.resampling)
+    if not resamplings or set(resamplings) - {"folded", "plain"}:
+        raise UserError(f"--resampling takes folded and/or plain, got {args.resampling!r}")
     try:
         batches: list[int | None] = [int(b) for b in _comma_list(args.batch_size)] or [None]
     except ValueError:
@@ -82,9 +82,9 @@ def _cases(args: argparse.Namespace, device: str):
     for precision in precisions:
         shared = dict(precision=precision, compile=args.compile, cuda_graphs=args.cuda_graphs, device=device)
         precision_suffix = "" if precision == "fp32" else f", {precision}"
-        for layout, upsampling in itertools.product(layouts, upsamplings):
-            layout_suffix = ("" if layout == "channels_last" else ", NCHW") + ("" if upsampling == "folded"
-                                                                                 else ", plain upsampling")
+        for layout, resampling in itertools.product(layouts, resamplings):
+            layout_suffix = ("" if layout == "channels_last" else ", NCHW") + ("" if resampling == "folded"
+                                                                                 else ", plain resampling")
             for name in names:
                 # (label, preset, real images per D step or None for the preset's) of each measurement
                 if name == "progressive":
@@ -95,13 +95,13 @@ def _cases(args: argparse.Namespace, device: str):
                                           "paper32-released": ("paper32, released D step", "cifar10")}[name]
                     runs = [(label + (f", batch {b}" if b else ""), preset_name, b) for b in batches]
                 reference = name == "paper32-released"
-                if reference and (layout, upsampling) != (layouts[0], upsamplings[0]):
+                if reference and (layout, resampling) != (layouts[0], resamplings[0]):
                     continue                 # the released code's layout and order whatever was asked: once
                 for label, preset_name, batch in runs:
                     suffix = precision_suffix + ("" if reference else layout_suffix) + compiled
                     cases.append(Case(label + suffix, preset_name, batch, reference=reference,
                                       channels_last=layout == "channels_last",
-                                      fold_upsampling=upsampling == "folded", **shared))
+                                      fold_resampling=resampling == "folded", **shared))
     return cases
 
 

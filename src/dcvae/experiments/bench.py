@@ -30,9 +30,9 @@ class Case:
     batch_size: int | None = None      # real images per D step; None: the preset's
     precision: str = "fp32"            # fp32 | bf16 (autocast)
     reference: bool = False            # the released code's path: its D step (reconstruction not detached) in
-                                       # NCHW, upsampling then convolving; same updates
+                                       # NCHW, resampling and convolving separately; same updates
     channels_last: bool = True         # memory layout of networks and batches (ignored by the reference path)
-    fold_upsampling: bool = True       # train.fold_upsampling (ignored by the reference path)
+    fold_resampling: bool = True       # train.fold_resampling (ignored by the reference path)
     compile: bool = False              # torch.compile the networks (the untimed warm-up iterations compile)
     cuda_graphs: bool = False          # compile in "reduce-overhead" mode: CUDA graphs (on a GPU)
     device: str = "cpu"
@@ -90,7 +90,7 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
         cfg.growth.batch_sizes = []
     t.released_d_step = case.reference
     t.channels_last = case.channels_last and not case.reference
-    t.fold_upsampling = case.fold_upsampling and not case.reference
+    t.fold_resampling = case.fold_resampling and not case.reference
     t.compile, t.cuda_graphs = case.compile, case.cuda_graphs
     batch = cfg.batch_sizes()[-1]
     n = batch * (t.d_steps + 1) * (iterations + case.warmup_iterations + 2)
@@ -122,9 +122,9 @@ def measure_iteration(case: Case, iterations: int = 1) -> dict[str, Any]:
     steps = t.d_steps if trainer.terms.gan else 1
     return {
         "case": case.name, "preset": case.preset, "device": case.device, "precision": case.precision,
-        "update_path": "released (D step with the reconstruction's graph, upsample then convolve)" if case.reference
+        "update_path": "released (D step with the reconstruction's graph, plain resampling)" if case.reference
                        else "default",
-        "memory_format": "channels_last" if t.channels_last else "NCHW", "fold_upsampling": t.fold_upsampling,
+        "memory_format": "channels_last" if t.channels_last else "NCHW", "fold_resampling": t.fold_resampling,
         "compiled": trainer.compiled,
         "cuda_graphs": trainer.cuda_graphs,
         "resolution": trainer.phase.resolution if trainer.schedule.progressive else m.resolution,
@@ -237,8 +237,8 @@ def markdown(rows: list[dict[str, Any]], inference: list[dict[str, Any]]) -> str
         fast = by_case.get(ref["case"].replace(released, ""))     # the default path's case of the same settings
         if fast:
             lines.append(f"\nSame run, {fast['case']}: the default path (graph-free D step, channels_last, "
-                         f"folded upsampling) is {ref['seconds_per_iteration'] / fast['seconds_per_iteration']:.2f}x "
-                         "faster than the released code's path (D step with a graph, NCHW, upsample then convolve) "
+                         f"folded resampling) is {ref['seconds_per_iteration'] / fast['seconds_per_iteration']:.2f}x "
+                         "faster than the released code's path (D step with a graph, NCHW, plain resampling) "
                          "and takes "
                          f"{fast['seconds_per_iteration'] / fast['floor_seconds']:.2f}x its floor (authors' "
                          f"measurement on the CPU machine kind: {AUTHORS_SECONDS_PER_ITERATION} s / iteration at "

@@ -48,12 +48,13 @@ def growing_modules(*modules: nn.Module) -> list[nn.Module]:
     return [m for module in modules for m in module.modules() if hasattr(m, "set_growth")]
 
 
-def set_fold_upsampling(module: nn.Module, fold: bool) -> None:
-    """train.fold_upsampling on every decoder part inside `module` that has the choice (the same function either
-    way: see networks.autogan.DecoderCell)."""
+def set_fold_resampling(module: nn.Module, fold: bool) -> None:
+    """train.fold_resampling on every block inside `module` that has the choice: resampling folded into the
+    adjacent convolutions, or the released order of operations (the same function either way: see
+    networks.autogan.DecoderCell and DisBlock)."""
     for m in module.modules():
-        if hasattr(m, "fold_upsampling"):
-            m.fold_upsampling = fold
+        if hasattr(m, "fold_resampling"):
+            m.fold_resampling = fold
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -66,5 +67,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "memory_format", "set_fold_upsampling",
+__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "memory_format", "set_fold_resampling",
            "count_parameters", "Encoder", "ContrastiveDiscriminator"]

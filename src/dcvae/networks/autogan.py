@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import init_autogan_, spectral_linear, spectral_norm, upsample_nearest_conv3x3
+from .layers import conv3x3_avg_pool2, init_autogan_, spectral_linear, spectral_norm, upsample_nearest_conv3x3
 
 
 class DecoderCell(nn.Module):
@@ -18,14 +18,14 @@ class DecoderCell(nn.Module):
     ReLU -> upsample x2 -> conv3x3 (the cell's skip output) -> + each skip input (resized, 1x1 conv)
     -> ReLU -> conv3x3 -> + optional 1x1-conv shortcut of the upsampled input.
 
-    `fold_upsampling` (default; train.fold_upsampling) computes the same function with less arithmetic: a nearest
+    `fold_resampling` (default; train.fold_resampling) computes the same function with less arithmetic: a nearest
     upsampling is folded into the 3x3 convolution after it (layers.upsample_nearest_conv3x3), and the 1x1
     convolutions run before the resize rather than after (a 1x1 convolution and a nearest or bilinear resize are
     both linear and commute, bias included, since each resized pixel is a convex combination of input pixels), at
     up to 16x fewer pixels. False: the released code's order of operations.
     """
 
-    fold_upsampling = True
+    fold_resampling = True
 
     def __init__(self, channels: int, up_mode: str, num_skip_in: int, shortcut: bool):
         super().__init__()
@@ -43,11 +43,11 @@ class DecoderCell(nn.Module):
     def _resized_pointwise(self, conv: nn.Conv2d, x: torch.Tensor, size: tuple[int, int] | None = None
                            ) -> torch.Tensor:
         """conv(resize(x)) for a 1x1 conv."""
-        return self._resize(conv(x), size) if self.fold_upsampling else conv(self._resize(x, size))
+        return self._resize(conv(x), size) if self.fold_resampling else conv(self._resize(x, size))
 
     def forward(self, x: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.fold_upsampling and self.up_mode == "nearest":
-            h = upsample_nearest_conv3x3(F.relu(x), self.c1)
+        if self.fold_resampling and self.up_mode == "nearest":
+            h = upsample_nearest_conv3x3(F.relu(x), self.c1.weight, self.c1.bias)
         else:
             h = self.c1(self._resize(F.relu(x)))
         skip_out = h
@@ -84,6 +84,8 @@ class AutoGANDecoder(nn.Module):
 class OptimizedDisBlock(nn.Module):
     """First down-sampling block: conv3x3 -> ReLU -> conv3x3 -> avgpool; shortcut avgpool -> conv1x1."""
 
+    fold_resampling = True    # the pooling folded into the conv3x3 before it: the same function (DisBlock)
+
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.c1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -91,12 +93,23 @@ class OptimizedDisBlock(nn.Module):
         self.c_sc = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
+        h = F.relu(self.c1(x))
+        if self.fold_resampling:
+            h = conv3x3_avg_pool2(h, self.c2.weight, self.c2.bias)
+        else:
+            h = F.avg_pool2d(self.c2(h), 2)
         return h + self.c_sc(F.avg_pool2d(x, 2))
 
 
 class DisBlock(nn.Module):
-    """Pre-activation residual block: ReLU -> conv -> ReLU -> conv [-> avgpool]; learnable shortcut when needed."""
+    """Pre-activation residual block: ReLU -> conv -> ReLU -> conv [-> avgpool]; learnable shortcut when needed.
+
+    Folded (train.fold_resampling, default), a downsampling block pools inside the second conv3x3
+    (layers.conv3x3_avg_pool2) and before its 1x1 shortcut (pooling and a 1x1 convolution commute): the same
+    function. Each read of a spectral-normalised weight in training runs a power iteration, so the folded path
+    reads it once, as the convolution's own forward does."""
+
+    fold_resampling = True
 
     def __init__(self, in_channels: int, out_channels: int, downsample: bool):
         super().__init__()
@@ -107,11 +120,12 @@ class DisBlock(nn.Module):
         self.c_sc = nn.Conv2d(in_channels, out_channels, 1) if learnable_shortcut else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.c2(F.relu(self.c1(F.relu(x))))
-        shortcut = x if self.c_sc is None else self.c_sc(x)
-        if self.downsample:
-            h, shortcut = F.avg_pool2d(h, 2), F.avg_pool2d(shortcut, 2)
-        return h + shortcut
+        h = F.relu(self.c1(F.relu(x)))
+        if not self.downsample:
+            return self.c2(h) + (x if self.c_sc is None else self.c_sc(x))
+        if self.fold_resampling:
+            return conv3x3_avg_pool2(h, self.c2.weight, self.c2.bias) + self.c_sc(F.avg_pool2d(x, 2))
+        return F.avg_pool2d(self.c2(h), 2) + F.avg_pool2d(self.c_sc(x), 2)
 
 
 class AutoGANTrunk(nn.Module):

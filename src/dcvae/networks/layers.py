@@ -31,10 +31,10 @@ def spectral_linear(in_features: int, out_features: int, bias: bool = True) -> n
     return spectral_norm(nn.Linear(in_features, out_features, bias=bias))
 
 
-def upsample_nearest_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """`conv(F.interpolate(x, scale_factor=2, mode="nearest"))` for a 3x3, stride-1, padding-1 `conv`, computed at
-    the resolution of x: the same function, up to float rounding, with 16 instead of 36 multiplies per input pixel
-    and channel pair, and no upsampled copy of x.
+def upsample_nearest_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), weight, bias, padding=1)` for a 3x3 `weight`,
+    computed at the resolution of x: the same function, up to float rounding, with 16 instead of 36 multiplies per
+    input pixel and channel pair, and no upsampled copy of x.
 
     Nearest upsampling repeats each pixel over a 2x2 block, so the 3x3 window of an output pixel of row parity a
     covers two input rows: for a = 0 the rows i-1 (kernel row 0) and i (kernel rows 1 and 2), for a = 1 the rows i
@@ -43,20 +43,30 @@ def upsample_nearest_conv3x3(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     over x padded by one pixel computes every phase, which then interleave into the 2H x 2W output. Zero padding
     of the upsampled image is zero padding of x, so the borders agree too.
 
-    x [N, C_in, H, W] -> [N, C_out, 2H, 2W] in x's memory layout; gradients reach `conv.weight` and `conv.bias`.
+    x [N, C_in, H, W], weight [C_out, C_in, 3, 3] -> [N, C_out, 2H, 2W] in x's memory layout.
     """
-    w = conv.weight                                                   # [O, I, 3, 3]
     n, _, h, width = x.shape
-    out_channels = w.shape[0]
+    out_channels = weight.shape[0]
     folds = ((0,), (1, 2)), ((0, 1), (2,))                            # kernel taps onto input offsets, per parity
-    kernels = [torch.stack([torch.stack([w[:, :, list(r)][:, :, :, list(c)].sum((2, 3)) for c in cols], -1)
+    kernels = [torch.stack([torch.stack([weight[:, :, list(r)][:, :, :, list(c)].sum((2, 3)) for c in cols], -1)
                             for r in rows], -2)
                for rows in folds for cols in folds]                   # phases (0,0), (0,1), (1,0), (1,1)
-    bias = None if conv.bias is None else conv.bias.repeat(4)
-    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), bias)   # [N, 4 O, H + 1, W + 1]
+    y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), None if bias is None else bias.repeat(4))
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
         else torch.contiguous_format
     out = torch.empty(n, out_channels, 2 * h, 2 * width, dtype=y.dtype, device=y.device, memory_format=layout)
     for phase, (a, b) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         out[:, :, a::2, b::2] = y[:, phase * out_channels:(phase + 1) * out_channels, a:a + h, b:b + width]
     return out
+
+
+def conv3x3_avg_pool2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.avg_pool2d(F.conv2d(x, weight, bias, padding=1), 2)` for a 3x3 `weight` as one 4x4 convolution of stride 2:
+    the same function, up to float rounding, with 4 instead of 9 multiplies per input pixel and channel pair.
+
+    Each pooled output averages four 3x3 windows offset by (a, b) in {0, 1}^2, together a 4x4 window of x whose
+    kernel is the 3x3 kernel summed over the four offsets, divided by 4; zero padding and bias carry over (the
+    average of a constant bias is the bias). x [N, C_in, H, W] with H, W even -> [N, C_out, H/2, W/2].
+    """
+    kernel = sum(F.pad(weight, (b, 1 - b, a, 1 - a)) for a in (0, 1) for b in (0, 1)) / 4
+    return F.conv2d(x, kernel, bias, stride=2, padding=1)

@@ -34,7 +34,7 @@ from ..data import build_dataset
 from ..data.stream import BatchStream
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..networks import build_networks, growing_modules, memory_format, set_fold_upsampling
+from ..networks import build_networks, growing_modules, memory_format, set_fold_resampling
 from ..objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
 from ..objectives.queue import NegativeQueue
 from ..objectives.noise import BatchNoise
@@ -162,9 +162,9 @@ class Trainer:
         torch.set_flush_denormal(t.flush_denormal)
         set_seed(t.seed)   # torch (identical initial weights on every rank), Python and NumPy, as saved in checkpoints
         self.nets = build_networks(cfg.model)
-        set_fold_upsampling(self.nets.decoder, t.fold_upsampling)
         self.memory_format = memory_format(t.channels_last)
         for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
+            set_fold_resampling(module, t.fold_resampling)
             use_global_batch_statistics(module)   # batch statistics of the global batch (no-op on one process)
             module.to(device, memory_format=self.memory_format).train()
         self.decoder_ema = copy.deepcopy(self.nets.decoder).eval().requires_grad_(False)
