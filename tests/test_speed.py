@@ -62,10 +62,11 @@ def _phase_gradients(trainer: Trainer, x: torch.Tensor) -> dict[str, torch.Tenso
 
 
 @requires_mnist
-def test_the_default_path_gives_the_reference_losses_and_gradients():
+@pytest.mark.parametrize("backbone", ["compact32", "autogan32"])
+def test_the_default_path_gives_the_reference_losses_and_gradients(backbone):
     """One batch through the three phases: the default path (graph-free D step, channels_last, resampling folded
-    into the convolutions) and the plain reference path (released D step, NCHW, resample then convolve) give the same losses and the same gradients for every parameter, within
-    float tolerance (atol relative to the largest gradient of the phase: a conv bias before BatchNorm has a zero
+    into the convolutions) and the plain reference path (released D step, NCHW, resampling and convolution apart)
+    give the same losses and the same gradients for every parameter, within float tolerance (atol relative to the largest gradient of the phase: a conv bias before BatchNorm has a zero
     gradient in exact arithmetic, and only rounding noise in either layout).
 
     One thread: with two, the channels_last convolutions round differently from their one-thread run (the NCHW ones
@@ -76,12 +77,13 @@ def test_the_default_path_gives_the_reference_losses_and_gradients():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        fast = _trainer(**{"objective.patch_layer": "b2"})
-        reference = _trainer(**{"objective.patch_layer": "b2", "train.released_d_step": True,
-                                "train.channels_last": False, "train.fold_resampling": False})
-        assert fast.nets.decoder.fold_resampling and not reference.nets.decoder.fold_resampling
-        assert fast.nets.decoder.stages[0][1].weight.is_contiguous(memory_format=torch.channels_last)
-        assert reference.nets.decoder.stages[0][1].weight.is_contiguous()
+        fast = _trainer(**{"model.backbone": backbone, "objective.patch_layer": "b2"})
+        reference = _trainer(**{"model.backbone": backbone, "objective.patch_layer": "b2",
+                                "train.released_d_step": True, "train.channels_last": False,
+                                "train.fold_resampling": False})
+        conv = next(p for p in fast.nets.decoder.parameters() if p.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last)
+        assert next(p for p in reference.nets.decoder.parameters() if p.dim() == 4).is_contiguous()
         x = fast._real_batch()
         assert x.is_contiguous(memory_format=torch.channels_last)   # with one channel, NCHW is channels_last too
         got, expected = _phase_gradients(fast, x), _phase_gradients(reference, x.contiguous())
@@ -140,10 +142,10 @@ def test_bench_command_measures_a_case_and_refuses_bad_options(tmp_path, capsys)
         assert (small["case"], small["batch_size"], large["batch_size"]) == ("compact (mnist), batch 8", 8, 16)
         assert small_plain["case"] == "compact (mnist), batch 8, plain resampling" and not small_plain["fold_resampling"]
         assert not small["cuda_graphs"] and not large["compiled"] and large["fold_resampling"]
-        # the iteration's arithmetic scales with the batch (the prior samples follow it), and folding the
-        # resampling into the convolutions saves arithmetic
+        # the iteration's arithmetic scales with the batch (the prior samples follow it); the compact networks
+        # have nothing to fold (their convolutions are too small for it to pay), so both orders count alike
         assert 1.8 < large["tflop_per_iteration"] / small["tflop_per_iteration"] < 2.05
-        assert large["tflop_per_iteration"] < 0.9 * large_plain["tflop_per_iteration"]
+        assert large["tflop_per_iteration"] == large_plain["tflop_per_iteration"]
     assert main(["bench", "--cases", "compact", "--json", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main(["bench", "--cases", "paper64"]) == 2

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import init_autogan_, spectral_linear, spectral_norm, upsample_nearest_conv3x3
+from .layers import init_autogan_, spectral_linear, spectral_norm
 
 
 class CompactDecoder(nn.Module):
@@ -32,13 +32,10 @@ class CompactDecoder(nn.Module):
         self.to_rgb = nn.Sequential(nn.Conv2d(c[3], channels, 3, padding=1), nn.Tanh())
         init_autogan_(self)
 
-    fold_resampling = True     # nearest x2 folded into the conv3x3 after it: the same function (see AutoGAN's cell)
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.l1(z).view(-1, 4 * self.width, 4, 4))
-        for upsample, conv, norm, activation in self.stages:
-            h = upsample_nearest_conv3x3(h, conv.weight, conv.bias) if self.fold_resampling else conv(upsample(h))
-            h = activation(norm(h))
+        for stage in self.stages:
+            h = stage(h)
         return self.to_rgb(h)
 
 

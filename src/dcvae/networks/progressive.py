@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import level_of
+from .layers import upsample_nearest_conv3x3
 
 LEAK = 0.2
 
@@ -122,7 +123,10 @@ class ProgressiveDecoder(_Growing):
 
     4x4: pixel norm of z -> EqualizedLinear to C x 4 x 4 -> LReLU -> pixel norm -> conv3x3 -> LReLU -> pixel norm.
     Each higher level: nearest x2 -> (conv3x3 -> LReLU -> pixel norm) x 2. to_rgb: conv1x1 (gain 1) per level.
+    `fold_resampling` (train.fold_resampling, default) computes each nearest x2 + conv3x3 at the low resolution.
     """
+
+    fold_resampling = True
 
     def __init__(self, latent_dim: int = 512, width: int = 512, channels: int = 3, resolution: int = 128):
         super().__init__(level_of(resolution))
@@ -147,11 +151,14 @@ class ProgressiveDecoder(_Growing):
         h = pixel_norm(F.leaky_relu(h, LEAK))
         h = pixel_norm(F.leaky_relu(self.conv4(h), LEAK))
         previous = h
-        for block in self.blocks[:level]:
+        for first, second in self.blocks[:level]:
             previous = h
-            h = F.interpolate(h, scale_factor=2, mode="nearest")
-            for conv in block:
-                h = pixel_norm(F.leaky_relu(conv(h), LEAK))
+            if self.fold_resampling:      # the same function: see layers.upsample_nearest_conv3x3
+                h = upsample_nearest_conv3x3(h, first.weight * first.scale, first.bias)
+            else:
+                h = first(F.interpolate(h, scale_factor=2, mode="nearest"))
+            h = pixel_norm(F.leaky_relu(h, LEAK))
+            h = pixel_norm(F.leaky_relu(second(h), LEAK))
         image = self.to_rgb[level](h)
         if level > 0 and alpha < 1.0:
             # fade-in: the previous level's image, upsampled, blended into the new level's
