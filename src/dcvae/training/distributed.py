@@ -41,18 +41,19 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         if not self.training or world_size() == 1:
             return super().forward(x)
         channels = x.shape[1]
-        local = torch.cat([x.sum((0, 2, 3)), x.pow(2).sum((0, 2, 3)), x.new_full((1,), x.numel() // channels)])
-        total = differentiable_all_reduce(local)
+        # Two passes, as one process's BatchNorm: the mean first, then the mean squared deviation from it (the
+        # one-pass E[x^2] - E[x]^2 loses most of its digits when the mean is large against the spread).
+        total = differentiable_all_reduce(torch.cat([x.sum((0, 2, 3)), x.new_full((1,), x.numel() // channels)]))
         count = total[-1].detach()
         mean = total[:channels] / count
-        var = (total[channels:2 * channels] / count - mean.pow(2)).clamp_min(0)
+        shape = (1, channels, 1, 1)
+        var = differentiable_all_reduce((x - mean.view(shape)).pow(2).sum((0, 2, 3))) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.lerp_(mean.detach(), factor)
                 self.running_var.lerp_(var.detach() * count / (count - 1), factor)
-        shape = (1, channels, 1, 1)
         y = (x - mean.view(shape)) * torch.rsqrt(var + self.eps).view(shape)
         return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
 
