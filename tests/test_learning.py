@@ -1,5 +1,7 @@
 """Real training on real MNIST must learn: the instance-level task rises far above chance and reconstructions are
-closer to their own input than to other images. About two minutes on two CPU cores."""
+closer to their own input than to other images. About three minutes on the 2-core AVX2 machine (600
+iterations; there it ends at acc/final 0.125 against 0.039 asked, own/other distance 0.77 against 0.85, retrieval
+11/256 against 8/256)."""
 import json
 
 import torch
@@ -15,8 +17,8 @@ from conftest import requires_mnist, tiny_mnist_config
 def test_short_dcvae_run_on_mnist_learns(tmp_path):
     queue = 512
     cfg = tiny_mnist_config(**{
-        "train.iterations": 800, "train.batch_size": 32, "train.sample_batch_size": 64, "train.d_steps": 2,
-        "train.log_every": 100, "train.checkpoint_every": 800, "train.image_every": 800,
+        "train.iterations": 600, "train.batch_size": 32, "train.sample_batch_size": 64, "train.d_steps": 2,
+        "train.log_every": 100, "train.checkpoint_every": 600, "train.image_every": 600,
         "model.gen_width": 16, "model.dis_width": 16, "model.latent_dim": 16,
         "objective.queue_size": queue, "objective.patch_layer": "",
         # a short run: the momentum discriminator and the decoder EMA must follow within hundreds of iterations
