@@ -1,5 +1,5 @@
 """The GPU path (issue 6): the same updates as the plain reference path, bf16 autocast, torch.compile and CUDA graphs
-that give the eager losses, and progressive networks that never wait for the device. Skipped without CUDA: CI has
+that give the eager losses, and forwards that never wait for the device. Skipped without CUDA: CI has
 no GPU; `scripts/gpu_checks.sh` runs this file on a GPU machine, with no data set needed (random images)."""
 import pytest
 import torch
@@ -8,6 +8,8 @@ from accelerate.state import AcceleratorState
 from torch.utils.data import TensorDataset
 
 from conftest import tiny_mnist_config
+from dcvae.config import preset
+from dcvae.networks import build_networks
 from dcvae.networks.progressive import ProgressiveDecoder, ProgressiveTrunk
 from dcvae.training.loop import Trainer
 
@@ -77,16 +79,24 @@ def test_cuda_graphs_replay_the_eager_training():
     assert all(torch.isfinite(value).all() for value in weights.values())
 
 
-def test_progressive_forwards_never_wait_for_the_device():
-    """After set_growth, decoder and trunk forwards make no host synchronisation (the growth is known on the host)."""
+def test_forwards_never_wait_for_the_device():
+    """Training-mode forwards of every network make no host synchronisation (which would stall the GPU and which
+    CUDA graphs cannot capture): the progressive ones after set_growth (the growth is known on the host), the
+    paper-width ones with their folded resampling."""
     g = ProgressiveDecoder(16, 32, 3, 32).cuda()
     d = ProgressiveTrunk(3, 32, 32).cuda()
     z, x = torch.randn(4, 16, device="cuda"), torch.randn(4, 3, 32, 32, device="cuda")
     g.set_growth(2, 0.5)
     d.set_growth(2, 0.5)
+    m = preset("cifar10").model
+    m.gen_width, m.dis_width = 32, 16
+    nets = build_networks(m)
+    for module in (nets.encoder, nets.decoder, nets.discriminator):
+        module.cuda().train()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         g(z), d(x)
+        nets.discriminator(nets.decoder(nets.encoder(x)[0]))
     finally:
         torch.cuda.set_sync_debug_mode("default")

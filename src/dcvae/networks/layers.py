@@ -47,9 +47,10 @@ def upsample_nearest_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     """
     n, _, h, width = x.shape
     out_channels = weight.shape[0]
-    folds = ((0,), (1, 2)), ((0, 1), (2,))                            # kernel taps onto input offsets, per parity
-    kernels = [torch.stack([torch.stack([weight[:, :, list(r)][:, :, :, list(c)].sum((2, 3)) for c in cols], -1)
-                            for r in rows], -2)
+    # kernel taps onto the two input offsets, per parity; slices, not index lists (a list would be copied to the
+    # device, and a copy from the host waits for it)
+    folds = (slice(0, 1), slice(1, 3)), (slice(0, 2), slice(2, 3))
+    kernels = [torch.stack([torch.stack([weight[:, :, r, c].sum((2, 3)) for c in cols], -1) for r in rows], -2)
                for rows in folds for cols in folds]                   # phases (0,0), (0,1), (1,0), (1,1)
     y = F.conv2d(F.pad(x, (1, 1, 1, 1)), torch.cat(kernels), None if bias is None else bias.repeat(4))
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 \
