@@ -11,6 +11,7 @@ from conftest import tiny_mnist_config
 from dcvae.config import preset
 from dcvae.networks import build_networks
 from dcvae.networks.progressive import ProgressiveDecoder, ProgressiveTrunk
+from dcvae.objectives.queue import NegativeQueue
 from dcvae.training.loop import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -82,7 +83,8 @@ def test_cuda_graphs_replay_the_eager_training():
 def test_forwards_never_wait_for_the_device():
     """Training-mode forwards of every network make no host synchronisation (which would stall the GPU and which
     CUDA graphs cannot capture): the progressive ones after set_growth (the growth is known on the host), the
-    paper-width ones with their folded resampling."""
+    paper-width ones with their folded resampling; and the negative queue's enqueue (its pointer stays on the
+    device)."""
     g = ProgressiveDecoder(16, 32, 3, 32).cuda()
     d = ProgressiveTrunk(3, 32, 32).cuda()
     z, x = torch.randn(4, 16, device="cuda"), torch.randn(4, 3, 32, 32, device="cuda")
@@ -93,10 +95,12 @@ def test_forwards_never_wait_for_the_device():
     nets = build_networks(m)
     for module in (nets.encoder, nets.decoder, nets.discriminator):
         module.cuda().train()
+    queue = NegativeQueue(8, 4).cuda()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         g(z), d(x)
         nets.discriminator(nets.decoder(nets.encoder(x)[0]))
+        queue.enqueue(torch.randn(3, 4, device="cuda"))
     finally:
         torch.cuda.set_sync_debug_mode("default")

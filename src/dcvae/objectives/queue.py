@@ -24,7 +24,7 @@ class NegativeQueue(nn.Module):
         size = self.keys.shape[0]
         if len(keys) > size:
             keys = keys[-size:]
-        start = int(self.pointer)
-        rows = (start + torch.arange(len(keys), device=self.keys.device)) % size
+        # the pointer stays on the device: reading it on the host would wait for a GPU every iteration
+        rows = (self.pointer + torch.arange(len(keys), device=self.keys.device)) % size
         self.keys[rows] = keys.to(self.keys.dtype)
-        self.pointer.fill_((start + len(keys)) % size)
+        self.pointer.copy_((self.pointer + len(keys)) % size)
