@@ -11,6 +11,8 @@
 #     compiled     dcvae bench: paper32 at batch 64 and 256 in bf16 with torch.compile (default mode)
 #     progressive  dcvae bench: the progressive backbone at 128 px (celeba128, batch 16), fp32 and bf16
 # Each stage has its own time limit (STAGE_SECONDS, default 240) and a stage that fails does not stop the next.
+# All five take more than one device call; with a session's 15 device minutes, e.g. `tests eager graphs` in a first
+# call (timeout_s 600) and `compiled progressive` in a second.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-checks}
