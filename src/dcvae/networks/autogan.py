@@ -81,6 +81,13 @@ class AutoGANDecoder(nn.Module):
         return self.to_rgb(h)
 
 
+def _pooled_conv3x3(conv: nn.Conv2d, x: torch.Tensor, fold: bool) -> torch.Tensor:
+    """avgpool2(conv(x)) for a 3x3 conv; folded (train.fold_resampling), one 4x4 convolution of stride 2
+    (layers.conv3x3_avg_pool2): the same function. Each read of a spectral-normalised weight in training runs a
+    power iteration, so the folded path reads it once, as the convolution's own forward does."""
+    return conv3x3_avg_pool2(x, conv.weight, conv.bias) if fold else F.avg_pool2d(conv(x), 2)
+
+
 class OptimizedDisBlock(nn.Module):
     """First down-sampling block: conv3x3 -> ReLU -> conv3x3 -> avgpool; shortcut avgpool -> conv1x1."""
 
@@ -93,11 +100,7 @@ class OptimizedDisBlock(nn.Module):
         self.c_sc = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.c1(x))
-        if self.fold_resampling:
-            h = conv3x3_avg_pool2(h, self.c2.weight, self.c2.bias)
-        else:
-            h = F.avg_pool2d(self.c2(h), 2)
+        h = _pooled_conv3x3(self.c2, F.relu(self.c1(x)), self.fold_resampling)
         return h + self.c_sc(F.avg_pool2d(x, 2))
 
 
@@ -105,9 +108,7 @@ class DisBlock(nn.Module):
     """Pre-activation residual block: ReLU -> conv -> ReLU -> conv [-> avgpool]; learnable shortcut when needed.
 
     Folded (train.fold_resampling, default), a downsampling block pools inside the second conv3x3
-    (layers.conv3x3_avg_pool2) and before its 1x1 shortcut (pooling and a 1x1 convolution commute): the same
-    function. Each read of a spectral-normalised weight in training runs a power iteration, so the folded path
-    reads it once, as the convolution's own forward does."""
+    (_pooled_conv3x3) and before its 1x1 shortcut (pooling and a 1x1 convolution commute): the same function."""
 
     fold_resampling = True
 
@@ -123,9 +124,9 @@ class DisBlock(nn.Module):
         h = F.relu(self.c1(F.relu(x)))
         if not self.downsample:
             return self.c2(h) + (x if self.c_sc is None else self.c_sc(x))
-        if self.fold_resampling:
-            return conv3x3_avg_pool2(h, self.c2.weight, self.c2.bias) + self.c_sc(F.avg_pool2d(x, 2))
-        return F.avg_pool2d(self.c2(h), 2) + F.avg_pool2d(self.c_sc(x), 2)
+        fold = self.fold_resampling
+        shortcut = self.c_sc(F.avg_pool2d(x, 2)) if fold else F.avg_pool2d(self.c_sc(x), 2)
+        return _pooled_conv3x3(self.c2, h, fold) + shortcut
 
 
 class AutoGANTrunk(nn.Module):
