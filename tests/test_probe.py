@@ -1,13 +1,13 @@
 """The linear probe of Table 6: classifier, confidence interval, and the table on real (tiny) runs."""
+import json
 import math
 
-import json
-
+import pytest
 import torch
 
 from dcvae.metrics.probe import classification_error, confidence_interval, fit_linear_classifier
 
-from conftest import requires_mnist
+from conftest import requires_mnist, tiny_mnist_config
 
 
 def test_linear_classifier_separates_separable_data_and_not_noise():
@@ -51,3 +51,33 @@ def test_probe_command_trains_grid_and_writes_table(tmp_path, capsys):
     too_many = [a if a != "1000" else "999999" for a in argv]
     assert main(too_many) == 2
     assert "more than the 60000 images of the train split" in capsys.readouterr().err
+
+
+@requires_mnist
+def test_probe_error_is_an_evaluate_metric_on_the_whole_splits(tiny_run):
+    from dcvae.errors import UserError
+    from dcvae.metrics import evaluate as ev
+    from dcvae.metrics.probe import probe_error
+
+    result = ev.evaluate(tiny_run, metrics="probe_error", progress=False)
+    error = result["metrics"]["probe_error"]
+    # One iteration of an 8-d tiny model: nearly random conv features (0.55 measured), still far from chance (0.9):
+    # labels that did not match their images would give chance.
+    assert 0 < error < 0.75
+    probe = result["protocol"]["probe"]
+    assert (probe["n_train"], probe["n_test"]) == (60000, 10000) and "MNIST test" in probe["test"]
+    assert probe["features"].startswith("posterior mean") and "sampling" not in result["protocol"]
+    last = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "evaluate" and last["eval/probe_error"] == round(error, 6)
+
+    # the same number as the probe of `dcvae probe` on the same splits
+    from dcvae.data import build_dataset
+    from dcvae.model import load
+    model = load(tiny_run)
+    d, m = model.config.data, model.config.model
+    splits = [build_dataset(d, m.image_channels, m.resolution, split=s) for s in ("train", "test")]
+    assert probe_error(model, *splits) == error
+
+    with pytest.raises(UserError, match="probe_error, which needs class labels"):
+        tiny_mnist_config(**{"data.dataset": "folder", "data.root": str(tiny_run), "train.eval_every": 3,
+                             "train.eval_metrics": ["probe_error"]})

@@ -18,6 +18,7 @@ import yaml
 from .errors import UserError
 
 VARIANTS = ("vae", "vaegan", "vae-contrastive", "dcvae")
+LABELLED_DATASETS = ("mnist", "fashion-mnist", "cifar10", "stl10")    # a train and a test split with class labels
 
 
 @dataclass
@@ -203,9 +204,12 @@ class Config:
                                 f"iteration; use e.g. --set train.eval_every={t.checkpoint_every}")
             from .metrics.evaluate import parse_metrics   # torch is imported only when evaluation is on
             try:
-                parse_metrics(t.eval_metrics)
+                wanted = parse_metrics(t.eval_metrics)
             except UserError as e:
                 raise UserError(f"train.eval_metrics: {e}") from None
+            if "probe_error" in wanted and d.dataset not in LABELLED_DATASETS:
+                raise UserError(f"train.eval_metrics has probe_error, which needs class labels, but data.dataset="
+                                f"{d.dataset} has none; use it with {', '.join(LABELLED_DATASETS)}")
             if t.eval_n < 2:
                 raise UserError(f"train.eval_n must be at least 2 (FID and KID need two images), got {t.eval_n}")
         return self

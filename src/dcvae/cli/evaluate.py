@@ -1,5 +1,5 @@
-"""`dcvae evaluate`: FID / KID / IS (sampling and reconstruction), pixel and perceptual distances and perceptual path
-length of a checkpoint."""
+"""`dcvae evaluate`: FID / KID / IS (sampling and reconstruction), pixel and perceptual distances, perceptual path
+length and the linear-probe error of a checkpoint."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from ..errors import UserError
 # Written out rather than imported so that building the parser does not import torch (every command builds it);
 # tests check them against dcvae.metrics.evaluate.METRICS / DEFAULT_METRICS and networks.RESIZERS.
 METRIC_NAMES = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual", "recon_kid", "recon_is", "lpips", "ppl_z",
-                "ppl_encoded", "ppl_z_end", "ppl_encoded_end")
+                "ppl_encoded", "ppl_z_end", "ppl_encoded_end", "probe_error")
 DEFAULT_METRIC_NAMES = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual")
 RESIZER_NAMES = ("bilinear", "bicubic", "nearest")
 

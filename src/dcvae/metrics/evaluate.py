@@ -8,8 +8,9 @@ needed for `n_recon` images (the authors' reconstruction FID passes the CIFAR-10
 compare with the reference statistics of the checkpoint's data set (`reference_split`, the paper: train), which are
 cached under `<cache>/stats/<sha256 of their inputs>.npz`. Perceptual path length (ppl_z, ppl_encoded and
 their "_end" variants; see ppl.py) uses LPIPS-VGG on the decoder's images, with n_generated pairs of prior samples
-(slerp in z) or n_recon pairs of encoder means of random images of the recon split (lerp). Images are streamed batch
-by batch; nothing is written as PNG.
+(slerp in z) or n_recon pairs of encoder means of random images of the recon split (lerp). probe_error is the
+linear probe of Table 6 (see probe.py): a classifier fitted on the encoder means of the whole train split, its error
+on the whole test split, in [0, 1]. Images are streamed batch by batch; nothing is written as PNG.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
 from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance_with_root,
                         inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
+from .probe import PROTOCOL as PROBE_PROTOCOL, probe_error
 from .ppl import EPSILON, PPL_DEFINITION, SLERP_DEFINITION, path_length_samples, percentile_filter
 from .weights import cache_root
 
@@ -39,7 +41,7 @@ log = logging.getLogger("dcvae.metrics")
 
 DEFAULT_METRICS = ("fid", "kid", "is", "recon_fid", "pixel", "perceptual")
 PPL = ("ppl_z", "ppl_encoded", "ppl_z_end", "ppl_encoded_end")
-METRICS = DEFAULT_METRICS + ("recon_kid", "recon_is", "lpips") + PPL
+METRICS = DEFAULT_METRICS + ("recon_kid", "recon_is", "lpips") + PPL + ("probe_error",)
 SAMPLING = ("fid", "kid", "is")
 RECONSTRUCTION = ("recon_fid", "recon_kid", "recon_is", "pixel", "perceptual", "lpips")
 INCEPTION_METRICS = ("fid", "kid", "is", "recon_fid", "recon_kid", "recon_is")
@@ -298,6 +300,14 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         if ppl_encoded and len(recon_data) < 2:
             raise UserError(f"ppl_encoded needs pairs of distinct images but the {recon_split} split holds one; "
                             "choose another --recon-split")
+    probe_sets = None
+    if "probe_error" in wanted:
+        probe_sets = tuple(build_dataset(cfg.data, channels, resolution, split=split) for split in ("train", "test"))
+        for split, data in zip(("train", "test"), probe_sets):
+            if data.labels is None:
+                raise UserError(f"probe_error needs labels for the train and test splits, and the {split} split of "
+                                f"{data.description} has none; the probe runs on a checkpoint trained on a labelled "
+                                "data set (mnist, fashion-mnist, cifar10, stl10)")
     reference = None
     reference_info: dict = {}
     if any(m in NEEDS_REFERENCE for m in wanted):
@@ -376,6 +386,8 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
                                    seed + PPL_SEED_OFFSET[name], vgg, recon_data, progress)
             kept = percentile_filter(samples)
             values[name], ppl_kept[name] = float(kept.mean()), int(kept.size)
+    if probe_sets is not None:
+        values["probe_error"] = probe_error(model, *probe_sets)
 
     protocol: dict = {
         "metrics": wanted,
@@ -410,6 +422,9 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         protocol["pixel"] = PIXEL_DEFINITION
     if "perceptual" in wanted:
         protocol["perceptual"] = PERCEPTUAL_DEFINITION
+    if probe_sets is not None:
+        protocol["probe"] = {**PROBE_PROTOCOL, "train": probe_sets[0].description, "n_train": len(probe_sets[0]),
+                             "test": probe_sets[1].description, "n_test": len(probe_sets[1])}
     if ppl_wanted:
         protocol["ppl"] = {
             "definition": PPL_DEFINITION, "epsilon": EPSILON, "distance": "LPIPS v0.1 VGG (protocol['vgg']['lpips'])",

@@ -15,6 +15,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import UserError
 
+PROTOCOL = {"features": "posterior mean mu of the frozen encoder (eval mode)",
+            "classifier": "multinomial logistic regression on standardised features, L-BFGS, float64, "
+                          "weight decay 1e-4, at most 100 iterations, trained on the train split",
+            "metric": "classification error on the test split"}
+
 
 @torch.no_grad()
 def encode_dataset(model, dataset: Dataset, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,10 +144,6 @@ def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_
         cells = [Interval(row[dim]["mean"], row[dim]["ci95"], len(row[dim]["errors"])).percent() if dim in row
                  else "-" for dim in dims]
         lines.append(f"| {VARIANT_NAMES.get(variant, variant)} | " + " | ".join(cells) + " |")
-    protocol = {"features": "posterior mean mu of the frozen encoder (eval mode)",
-                "classifier": "multinomial logistic regression on standardised features, L-BFGS, float64, "
-                              "weight decay 1e-4, at most 100 iterations, trained on the train split",
-                "metric": "classification error on the test split",
-                "train_images": train_images or "all", "test_images": test_images or "all",
+    protocol = {**PROTOCOL, "train_images": train_images or "all", "test_images": test_images or "all",
                 "interval": "95% Student-t confidence interval over trials (independently trained models)"}
     return {"rows": rows, "markdown": "\n".join(lines), "protocol": protocol}
