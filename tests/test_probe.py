@@ -44,6 +44,7 @@ def test_probe_command_trains_grid_and_writes_table(tmp_path, capsys):
     assert table[2].startswith("| DC-VAE | ") and table[3].startswith("| VAE | ") and "±" in table[2]
     result = json.loads((tmp_path / "t6" / "table6.json").read_text())
     assert len(result["rows"]["vae"]["8"]["errors"]) == 2 and 0 <= result["rows"]["vae"]["8"]["mean"] <= 1
+    assert result["rows"]["dcvae"]["4"]["iterations"] == [2, 2]
     # a second call reuses the finished runs instead of training again
     before = (tmp_path / "t6" / "vae-z4-trial0" / "summary.json").stat().st_mtime_ns
     assert main(argv) == 0

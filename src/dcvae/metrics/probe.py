@@ -107,18 +107,21 @@ def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_
     """Probe every trained run and aggregate as paper Table 6.
 
     runs: {(variant, latent_dim): [run folder, ...]}; train_images / test_images: use only the first N of each
-    split (None: all, as in the paper) -> {"rows": {variant: {latent_dim: {"errors": [...],
-    "mean": m, "ci95": h}}}, "markdown": the table in the paper's layout, "protocol": {...}}.
+    split (None: all, as in the paper) -> {"rows": {variant: {latent_dim: {"errors": [...], "mean": m, "ci95": h,
+    "runs": [...], "iterations": [generator iterations of each probed checkpoint]}}}, "markdown": the table in the
+    paper's layout, "protocol": {...}}.
     """
     from ..data import build_dataset
     from ..model import load
+    from ..training.checkpoint import read_manifest, resolve_checkpoint
 
     rows: dict[str, dict[int, dict]] = {}
     datasets: dict[tuple, tuple[Dataset, Dataset]] = {}
     for (variant, latent_dim), folders in sorted(runs.items()):
-        errors = []
+        errors, iterations = [], []
         for folder in folders:
             model = load(folder)
+            iterations.append(read_manifest(resolve_checkpoint(folder)).get("iteration"))
             m, d = model.config.model, model.config.data
             key = (d.dataset, d.root, m.image_channels, m.resolution)
             if key not in datasets:
@@ -133,10 +136,10 @@ def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_
             error = probe_error(model, *datasets[key])
             errors.append(error)
             if progress:
-                print(f"probe: {folder}: test error {100 * error:.2f}%", flush=True)
+                print(f"probe: {folder} (iteration {iterations[-1]}): test error {100 * error:.2f}%", flush=True)
         ci = confidence_interval(errors)
         rows.setdefault(variant, {})[latent_dim] = {"errors": errors, "mean": ci.mean, "ci95": ci.half_width,
-                                                    "runs": [str(f) for f in folders]}
+                                                    "runs": [str(f) for f in folders], "iterations": iterations}
     dims = sorted({dim for row in rows.values() for dim in row})
     lines = ["| Method | " + " | ".join(f"d_z={dim} ↓" for dim in dims) + " |",
              "|---|" + "---|" * len(dims)]
