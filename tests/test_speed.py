@@ -195,3 +195,25 @@ def test_compiled_networks_give_the_eager_losses():
     for key in ("loss/d", "loss/g", "loss/nce_final", "kl"):
         torch.testing.assert_close(stats_compiled[key], stats_eager[key], rtol=1e-4, atol=1e-5)
     assert compiled.weights().keys() == eager.weights().keys()
+
+
+def test_bench_markdown_pairs_each_released_row_with_its_default_twin():
+    """The speed-up line compares a released-path row with the default-path row of the same preset, precision,
+    batch and compilation, in the default layout when the run measured several; rows of other settings are not
+    paired."""
+    from dcvae.experiments.bench import markdown
+
+    def row(case, seconds, path="default", precision="fp32", batch=64, layout="channels_last", fold=True):
+        return {"case": case, "preset": "cifar10", "device": "cpu", "precision": precision, "batch_size": batch,
+                "compiled": False, "cuda_graphs": False, "update_path": path, "memory_format": layout,
+                "fold_resampling": fold, "seconds_per_iteration": seconds, "real_images_per_s": 1.0,
+                "tflop_per_iteration": 1.0, "achieved_gflop_s": 1.0, "matmul_peak_gflop_s": 1.0, "utilisation": 0.5,
+                "floor_seconds": seconds / 2, "peak_memory_gib": 1.0}
+
+    rows = [row("a, NCHW", 30.0, layout="NCHW"), row("a", 20.0), row("a, bf16", 5.0, precision="bf16"),
+            row("released", 60.0, path="released"), row("released, batch 256", 90.0, path="released", batch=256),
+            row("released, bf16", 10.0, path="released", precision="bf16")]
+    text = markdown(rows, [])
+    assert "Same run, a: the default path (graph-free D step, channels_last, folded resampling) is 3.00x" in text
+    assert "Same run, a, bf16: the default path" in text and "is 2.00x" in text
+    assert text.count("Same run") == 2                  # batch 256 has no default row in this run
