@@ -45,20 +45,19 @@ site=$(ls -d .venv/lib/python3*/site-packages 2>/dev/null | head -1)
 export PYTHONPATH="$PWD/src${site:+:$PWD/$site}${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 read -r -a extra <<<"${EXTRA_SET:-}"
-jobs=$(( ${#variants[@]} * ${#dims[@]} * trials ))
+processes=$(( ${#variants[@]} * ${#dims[@]} * trials ))
 cores=$(nproc)
-export OMP_NUM_THREADS=$(( cores / jobs > 0 ? cores / jobs : 1 ))   # the cores shared out among the processes
+export OMP_NUM_THREADS=$(( cores / processes > 0 ? cores / processes : 1 ))   # the cores shared out among the processes
 
 exec > >(tee "$out/log.txt") 2>&1
 {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
   "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  echo "stage $stage, cores $cores, processes $jobs, OMP_NUM_THREADS $OMP_NUM_THREADS, TRAIN_SECONDS ${TRAIN_SECONDS:-420}"
+  echo "stage $stage, cores $cores, processes $processes, OMP_NUM_THREADS $OMP_NUM_THREADS, TRAIN_SECONDS ${TRAIN_SECONDS:-420}"
 } | tee "$out/machine.txt"
 
 # Train every run side by side until each finishes or the deadline passes.
-folders=()
 pids=()
 for variant in "${variants[@]}"; do
   for dim in "${dims[@]}"; do
@@ -82,7 +81,6 @@ for variant in "${variants[@]}"; do
       fi
       "$py" -m dcvae.cli.main train --out "$folder" --no-progress "${settings[@]}" >>"$folder.log" 2>&1 &
       pids+=($!)
-      folders+=("$folder")
     done
   done
 done
