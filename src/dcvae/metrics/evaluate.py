@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from ..config import LABELLED_DATASETS
 from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
 from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance_with_root,
@@ -307,7 +308,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
             if data.labels is None:
                 raise UserError(f"probe_error needs labels for the train and test splits, and the {split} split of "
                                 f"{data.description} has none; the probe runs on a checkpoint trained on a labelled "
-                                "data set (mnist, fashion-mnist, cifar10, stl10)")
+                                f"data set ({', '.join(LABELLED_DATASETS)})")
     reference = None
     reference_info: dict = {}
     if any(m in NEEDS_REFERENCE for m in wanted):
