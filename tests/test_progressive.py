@@ -114,6 +114,29 @@ def test_forwards_read_the_growth_from_the_host_without_copying_the_buffer():
     assert g.current_growth() == (2, torch.tensor(0.3).item()) == (2, g.growth[1].item())
 
 
+def test_an_ema_copy_of_the_buffers_carries_the_known_growth_along():
+    """The momentum discriminator and the EMA decoder get the live networks' buffers every iteration: the copy
+    takes the source's host-known phase along (no device read at the next forward), and a source whose phase is
+    not known on the host (a loaded state dict) leaves the copy to read it once, correctly."""
+    from dcvae.networks import copy_buffers
+
+    torch.manual_seed(0)
+    live, ema = ProgressiveTrunk(3, 16, 32), ProgressiveTrunk(3, 16, 32)
+    x = torch.randn(2, 3, 16, 16)
+    live.set_growth(2, 0.25)
+    with _HostReads() as reads:
+        copy_buffers(ema, live)
+        ema(x)
+    assert reads.count == 0 and ema.current_growth() == (2, 0.25) and torch.equal(ema.growth, live.growth)
+    other = ProgressiveTrunk(3, 16, 32)
+    other.set_growth(1, 0.5)
+    live.load_state_dict(other.state_dict())                  # live's phase is now unknown on the host
+    copy_buffers(ema, live)
+    with _HostReads() as reads:
+        assert ema.current_growth() == (1, 0.5) and ema.current_growth() == (1, 0.5)
+    assert reads.count == 1
+
+
 def test_schedule_phases_by_hand():
     cfg = _tiny_config("/nowhere")                   # 4 -> 16, fade 32 and stable 32 images, batches 8, 8, 4
     s = GrowthSchedule(cfg)

@@ -48,6 +48,17 @@ def growing_modules(*modules: nn.Module) -> list[nn.Module]:
     return [m for module in modules for m in module.modules() if hasattr(m, "set_growth")]
 
 
+def copy_buffers(target: nn.Module, source: nn.Module) -> None:
+    """target's buffers <- source's (the same architecture): BatchNorm statistics, spectral-norm vectors, growth
+    phases. A growing module also takes over what the source knows of its phase on the host (see
+    `progressive._Growing.current_growth`), so an EMA copy every iteration costs no device read."""
+    for t, s in zip(target.buffers(), source.buffers()):
+        t.copy_(s)
+    for t, s in zip(target.modules(), source.modules()):
+        if hasattr(t, "take_known_growth"):
+            t.take_known_growth(s)
+
+
 def set_fold_resampling(module: nn.Module, fold: bool) -> None:
     """train.fold_resampling on every block inside `module` that has the choice: resampling folded into the
     adjacent convolutions, or the released order of operations (the same function either way: see
@@ -67,5 +78,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "Networks", "build_networks", "growing_modules", "memory_format", "set_fold_resampling",
+__all__ = ["BACKBONES", "Networks", "build_networks", "copy_buffers", "growing_modules", "memory_format", "set_fold_resampling",
            "count_parameters", "Encoder", "ContrastiveDiscriminator"]

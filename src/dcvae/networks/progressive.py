@@ -111,6 +111,13 @@ class _Growing(nn.Module):
             self._growth_known = (self._growth_key(), int(level), float(alpha))
         return self._growth_known[1], self._growth_known[2]
 
+    def take_known_growth(self, source: "_Growing") -> None:
+        """After this module's buffers were copied from `source`'s (an EMA copy): take over source's host copy of
+        the growth phase, if it is current, so that the copy does not cost the next forward a device read."""
+        known = source._growth_known
+        if known is not None and known[0] == source._growth_key():
+            self._growth_known = (self._growth_key(), known[1], known[2])
+
     @property
     def resolution(self) -> int:
         """The side of the images this module makes or takes now."""

@@ -34,7 +34,7 @@ from ..data import build_dataset
 from ..data.stream import BatchStream
 from ..errors import UserError
 from ..files import atomic_write_text
-from ..networks import build_networks, growing_modules, memory_format, set_fold_resampling
+from ..networks import build_networks, copy_buffers, growing_modules, memory_format, set_fold_resampling
 from ..objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
 from ..objectives.queue import NegativeQueue
 from ..objectives.noise import BatchNoise
@@ -107,10 +107,9 @@ def _own_copy_without_grad(module: nn.Module, args: Any, output: Any) -> Any:
 @torch.no_grad()
 def _ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
     """target <- decay * target + (1 - decay) * source for parameters; buffers (BatchNorm statistics, spectral-norm
-    vectors) are copied."""
+    vectors, growth phases) are copied."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), 1.0 - decay)
-    for t, s in zip(target.buffers(), source.buffers()):
-        t.copy_(s)
+    copy_buffers(target, source)
 
 
 def _rng_state() -> dict[str, Any]:
