@@ -23,6 +23,8 @@ class DCVAE(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.model_id = model_id  # SHA-256 of the checkpoint's model.safetensors: what latent-space files belong to
+        self.checkpoint: Path | None = None     # the verified checkpoint folder it was loaded from, and its iteration
+        self.iteration: int | None = None
         # the training layout (train.channels_last) is also the faster one for inference; outputs are returned in
         # the default layout, so that callers can .view() them
         self.memory_format = memory_format(config.train.channels_last)
@@ -100,13 +102,15 @@ class DCVAE(nn.Module):
         if decoder not in ("ema", "live"):
             raise UserError(f"decoder must be 'ema' or 'live', got {decoder!r}")
         folder = resolve_checkpoint(path)
-        model_id = read_manifest(folder)["sha256"]["model.safetensors"]
+        manifest = read_manifest(folder)
         config = Config.from_dict(load_config_dict(folder))
         weights = load_weights(folder)
         nets = build_networks(config.model)
         load_module_weights(nets.encoder, weights, "encoder", folder)
         load_module_weights(nets.decoder, weights, "decoder_ema" if decoder == "ema" else "decoder", folder)
-        return cls(config, nets.encoder, nets.decoder, model_id).to(device).eval()
+        model = cls(config, nets.encoder, nets.decoder, manifest["sha256"]["model.safetensors"])
+        model.checkpoint, model.iteration = folder, manifest.get("iteration")
+        return model.to(device).eval()
 
 
 def load(path: str | Path, decoder: str = "ema", device: str | torch.device = "cpu") -> DCVAE:

@@ -239,7 +239,6 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     import dcvae
     from ..data import build_dataset
     from ..model import load
-    from ..training.checkpoint import read_manifest, resolve_checkpoint
     from .networks import InceptionFeatures, VGG16Relu43
 
     started = time.perf_counter()
@@ -261,9 +260,8 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     if out_path is not None and out_path.exists() and not overwrite:
         raise UserError(f"{out_path} already exists; choose another output file or pass --overwrite")
 
-    folder = resolve_checkpoint(checkpoint)
-    iteration = read_manifest(folder).get("iteration")
-    model = load(folder, decoder=decoder, device=device)
+    model = load(checkpoint, decoder=decoder, device=device)      # verifies the checkpoint's files once
+    folder, iteration = model.checkpoint, model.iteration
     assert not model.training
     cfg = model.config
     channels, resolution = cfg.model.image_channels, cfg.model.resolution
@@ -291,11 +289,19 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         vgg = VGG16Relu43(vgg_path, device=device, lpips="lpips" in wanted or bool(ppl_wanted),
                           lpips_path=lpips_path)
 
+    built: dict[str, Dataset] = {}
+
+    def split_data(split: str) -> Dataset:
+        """The checkpoint's data set, one split, built once however many metrics read it."""
+        if split not in built:
+            built[split] = build_dataset(cfg.data, channels, resolution, split=split)
+        return built[split]
+
     recon_data = None
     reconstructing = any(m in RECONSTRUCTION for m in wanted)
     ppl_encoded = any(m.startswith("ppl_encoded") for m in wanted)
     if reconstructing or ppl_encoded:
-        recon_data = build_dataset(cfg.data, channels, resolution, split=recon_split)
+        recon_data = split_data(recon_split)
         if len(recon_data) == 0:
             raise UserError(f"the {recon_split} split holds no images; choose another --recon-split")
         if ppl_encoded and len(recon_data) < 2:
@@ -303,7 +309,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
                             "choose another --recon-split")
     probe_sets = None
     if "probe_error" in wanted:
-        probe_sets = tuple(build_dataset(cfg.data, channels, resolution, split=split) for split in ("train", "test"))
+        probe_sets = split_data("train"), split_data("test")
         for split, data in zip(("train", "test"), probe_sets):
             if data.labels is None:
                 raise UserError(f"probe_error needs labels for the train and test splits, and the {split} split of "
@@ -312,7 +318,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     reference = None
     reference_info: dict = {}
     if any(m in NEEDS_REFERENCE for m in wanted):
-        ref_data = build_dataset(cfg.data, channels, resolution, split=reference_split)
+        ref_data = split_data(reference_split)
         n_ref = len(ref_data) if n_real is None else n_real
         if n_ref > len(ref_data):
             raise UserError(f"--n-real {n_ref} is larger than the reference data ({ref_data.description}); use at "

@@ -113,7 +113,6 @@ def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_
     """
     from ..data import build_dataset
     from ..model import load
-    from ..training.checkpoint import read_manifest, resolve_checkpoint
 
     rows: dict[str, dict[int, dict]] = {}
     datasets: dict[tuple, tuple[Dataset, Dataset]] = {}
@@ -121,7 +120,7 @@ def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_
         errors, iterations = [], []
         for folder in folders:
             model = load(folder)
-            iterations.append(read_manifest(resolve_checkpoint(folder)).get("iteration"))
+            iterations.append(model.iteration)
             m, d = model.config.model, model.config.data
             key = (d.dataset, d.root, m.image_channels, m.resolution)
             if key not in datasets:

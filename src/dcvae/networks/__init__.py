@@ -78,5 +78,5 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["BACKBONES", "Networks", "build_networks", "copy_buffers", "growing_modules", "memory_format", "set_fold_resampling",
-           "count_parameters", "Encoder", "ContrastiveDiscriminator"]
+__all__ = ["BACKBONES", "Networks", "build_networks", "copy_buffers", "growing_modules", "memory_format",
+           "set_fold_resampling", "count_parameters", "Encoder", "ContrastiveDiscriminator"]
