@@ -92,13 +92,13 @@ def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> list[t
     return norms
 
 
-@torch.compiler.disable
 def _own_copy_without_grad(module: nn.Module, args: Any, output: Any) -> Any:
     """Forward hook of CUDA-graphed networks: a call made without autograd gets its own copy of the outputs.
 
     CUDA graph trees recycle a graph's output memory when the next compiled call starts a new step, which they
     assume whenever no backward is pending, so the D step's graph-free fakes (a decoder call, then another) would
-    be overwritten before D sees them. Outside the compiled region (compiler.disable), so the copy is eager."""
+    be overwritten before D sees them. Registered wrapped in torch.compiler.disable, so the copy is eager (wrapped
+    there, not here: the decorator imports torch._dynamo, ~2.5 s, into every process that imports the loop)."""
     if torch.is_grad_enabled():
         return None
     return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, output)
@@ -216,7 +216,7 @@ class Trainer:
         for module in (self.nets.encoder, self.nets.decoder, self.nets.discriminator):
             module.compile(mode="reduce-overhead" if self.cuda_graphs else None)
             if self.cuda_graphs:
-                module.register_forward_hook(_own_copy_without_grad)
+                module.register_forward_hook(torch.compiler.disable(_own_copy_without_grad))
 
     # -- one generator iteration -------------------------------------------------------------------------------
     def _step(self, phase: str, loss: torch.Tensor, names: tuple[str, ...]) -> None:

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid, save_image
 
 from ..config import Config
 from ..errors import UserError
@@ -32,6 +31,8 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resuming: bool) -> None:
 
 def write_image_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> torch.Tensor:
     """images [N, C, H, W] in [-1, 1] -> a PNG grid at `path`; returns the grid [3, H', W'] in [0, 1]."""
+    from torchvision.utils import make_grid, save_image   # here: torchvision's import costs ~3 s (torch._dynamo)
+
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2)
     with atomic_output(path) as tmp:
