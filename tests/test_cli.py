@@ -21,6 +21,17 @@ def run_cli(capsys, *argv):
     return code, out, err
 
 
+def test_training_imports_neither_torchvision_nor_dynamo():
+    """Both cost ~3 s of start-up in every training process (each kill/resume, each worker); they are imported
+    where they are used (a resize, an image grid, torch.compile)."""
+    import subprocess
+    import sys
+    code = ("import sys, dcvae.cli.main, dcvae.training.loop, dcvae.data; "
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_info_json_paper_counts(capsys):
     code, out, _ = run_cli(capsys, "info", "--preset", "cifar10", "--json")
     assert code == 0
