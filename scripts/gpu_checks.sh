@@ -30,11 +30,8 @@ bench() {   # bench NAME ARGS...: one dcvae bench run, its JSON and markdown und
     --markdown "$out/bench-$name.md" "$@"
 }
 
-{
-  date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-} >"$out/machine.txt" 2>&1
+source scripts/gpu_machine.sh
+describe_machine "$py" >"$out/machine.txt" 2>&1
 for stage in "${stages[@]}"; do
   echo "== $stage ($(date -u +%T))"
   started=$SECONDS

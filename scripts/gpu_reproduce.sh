@@ -71,10 +71,9 @@ cores=$(nproc)
 export OMP_NUM_THREADS=$(( cores / processes > 0 ? cores / processes : 1 ))   # the cores shared out among the processes
 
 exec > >(tee "$out/log.txt") 2>&1
+source scripts/gpu_machine.sh
 {
-  date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-  "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  describe_machine "$py"
   echo "stage $stage, cores $cores, processes $processes, OMP_NUM_THREADS $OMP_NUM_THREADS, TRAIN_SECONDS ${TRAIN_SECONDS:-420}"
 } | tee "$out/machine.txt"
 
