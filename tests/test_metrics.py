@@ -68,6 +68,32 @@ def test_frechet_distance_stable_with_fewer_samples_than_dimensions():
     assert isinstance(d, float) and np.isfinite(d) and d > 0
     assert frechet_distance(m2, s2, m1, s1) == pytest.approx(d, rel=1e-6)
     assert abs(frechet_distance(m1, s1, m1, s1)) < 1e-6 * np.trace(s1)
+    # Independently, with both covariances low rank: tr sqrt(S1 S2) is the nuclear norm of B1 B2^T (S = B^T B).
+    b1, b2 = (x - m1) / np.sqrt(len(x) - 1), (y - m2) / np.sqrt(len(y) - 1)
+    exact = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.linalg.svd(b1 @ b2.T, compute_uv=False).sum()
+    # The low-rank path (a 30 x 30 eigenproblem) is the closer: the 256 x 256 one takes square roots of 227 rounded
+    # zero eigenvalues (2e-8 off here).
+    assert frechet_distance(m1, s1, m2, s2, factor2=b2) == pytest.approx(exact, rel=1e-9)
+    assert d == pytest.approx(exact, rel=1e-7)
+
+
+def test_feature_accumulator_factor_is_the_covariance_while_n_is_at_most_d():
+    from dcvae.metrics.evaluate import FeatureAccumulator
+
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.normal(size=(40, 16)) * 3 + 7).float()
+    acc = FeatureAccumulator()
+    acc.add(x[:6])
+    acc.add(x[6:16])                                           # n = 16 = D: kept
+    factor = acc.covariance_factor()
+    mu, sigma = acc.statistics()
+    assert factor.shape == (16, 16) and np.allclose(factor.T @ factor, sigma, rtol=1e-10, atol=1e-10)
+    assert np.allclose(sigma, np.cov(x[:16].double().numpy(), rowvar=False), rtol=1e-10, atol=1e-10)
+    acc.add(x[16:])                                            # n = 40 > D: dropped, the D x D path is cheaper
+    assert acc.covariance_factor() is None and acc.kept == []
+    kept = FeatureAccumulator(keep=True)                       # KID's features stay whatever n
+    kept.add(x)
+    assert kept.features().shape == (40, 16) and kept.covariance_factor() is None
 
 
 def test_kid_matches_its_definition_computed_naively():

@@ -36,16 +36,36 @@ def _symmetric_sqrt(s: np.ndarray) -> np.ndarray:
     return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
 
-def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike,
+                     root1: np.ndarray | None = None, factor2: np.ndarray | None = None) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2): |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrt(S1 S2)).
 
-    mu [D], sigma [D, D]. tr(sqrt(S1 S2)) is the sum of the square roots of the eigenvalues of the symmetric
-    positive semi-definite matrix sqrt(S1) S2 sqrt(S1), which has the same eigenvalues as S1 S2. Using symmetric
-    eigendecompositions (float64, tiny negative eigenvalues clamped to 0) keeps the result real and finite when the
-    covariances are singular, e.g. with fewer samples than the 2048 feature dimensions, where scipy's sqrtm of the
-    non-symmetric product can return complex values or NaN.
+    mu [D], sigma [D, D]. tr(sqrt(S1 S2)) is the sum of the square roots of the eigenvalues of a symmetric positive
+    semi-definite matrix with the same non-zero eigenvalues as S1 S2, found by a symmetric eigendecomposition in
+    float64 with tiny negative eigenvalues clamped to 0. That keeps the result real and finite when the covariances
+    are singular, e.g. with fewer samples than the 2048 feature dimensions, where scipy's sqrtm of the non-symmetric
+    product can return complex values or NaN. The matrix is one of:
+    - factor2 @ S1 @ factor2.T (K x K) when factor2 [K, D] with S2 = factor2.T @ factor2 is given, e.g. the centred
+      features of N <= D samples over sqrt(N - 1): O(K D^2) arithmetic and no square root of S1;
+    - sqrt(S1) S2 sqrt(S1) (D x D) otherwise, O(D^3); root1 = covariance_sqrt(sigma1) may be given, computed once
+      for a reference set.
     """
-    return frechet_distance_with_root(mu1, sigma1, covariance_sqrt(sigma1), mu2, sigma2)
+    mu1, mu2, s1, s2 = _f64(mu1), _f64(mu2), _f64(sigma1), _f64(sigma2)
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise UserError(f"Frechet distance needs means [D] and covariances [D, D] of the same D; got {mu1.shape}, "
+                        f"{s1.shape}, {mu2.shape}, {s2.shape}")
+    s1 = (s1 + s1.T) / 2
+    s2 = (s2 + s2.T) / 2
+    if factor2 is not None:
+        b = _f64(factor2)
+        m = b @ s1 @ b.T
+    else:
+        root1 = covariance_sqrt(s1) if root1 is None else root1
+        m = root1 @ s2 @ root1
+    eig = np.linalg.eigvalsh((m + m.T) / 2)
+    tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
 def covariance_sqrt(sigma: ArrayLike) -> np.ndarray:
@@ -53,22 +73,6 @@ def covariance_sqrt(sigma: ArrayLike) -> np.ndarray:
     once for a reference set saves one of the two eigendecompositions of every later Frechet distance against it."""
     s = _f64(sigma)
     return _symmetric_sqrt((s + s.T) / 2)
-
-
-def frechet_distance_with_root(mu1: ArrayLike, sigma1: ArrayLike, root1: np.ndarray, mu2: ArrayLike,
-                               sigma2: ArrayLike) -> float:
-    """`frechet_distance` given root1 = covariance_sqrt(sigma1)."""
-    mu1, mu2, s1, s2 = _f64(mu1), _f64(mu2), _f64(sigma1), _f64(sigma2)
-    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
-        raise UserError(f"Frechet distance needs means [D] and covariances [D, D] of the same D; got {mu1.shape}, "
-                        f"{s1.shape}, {mu2.shape}, {s2.shape}")
-    s1 = (s1 + s1.T) / 2
-    s2 = (s2 + s2.T) / 2
-    m = root1 @ s2 @ root1
-    eig = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = float(np.sqrt(np.clip(eig, 0.0, None)).sum())
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
 def kernel_inception_distance(f_real: ArrayLike, f_fake: ArrayLike, subsets: int = 100, subset_size: int = 1000,

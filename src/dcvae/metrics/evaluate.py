@@ -32,7 +32,7 @@ from tqdm import tqdm
 from ..config import LABELLED_DATASETS
 from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
-from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance_with_root,
+from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance,
                         inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
 from .probe import PROTOCOL as PROBE_PROTOCOL, probe_error
 from .ppl import EPSILON, PPL_DEFINITION, SLERP_DEFINITION, path_length_samples, percentile_filter
@@ -66,8 +66,9 @@ def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
 
 
 class FeatureAccumulator:
-    """Running mean and covariance of features [B, D] in float64, optionally keeping the features (float32: the
-    networks compute in float32, so this loses nothing) for KID."""
+    """Running mean and covariance of features [B, D] in float64, keeping the features (float32: the networks compute
+    in float32, so this loses nothing) for KID when asked, and while there are at most D of them for the Frechet
+    distance's low-rank path (`covariance_factor`)."""
 
     def __init__(self, keep: bool = False):
         self.keep = keep
@@ -88,8 +89,10 @@ class FeatureAccumulator:
         self.sum += c.sum(0)
         self.outer += c.T @ c
         self.n += len(f)
-        if self.keep:
+        if self.keep or self.n <= f.shape[1]:
             self.kept.append(features.detach().float().cpu())
+        else:
+            self.kept = []
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean [D], covariance [D, D] with 1/(n-1)), float64."""
@@ -101,6 +104,13 @@ class FeatureAccumulator:
 
     def features(self) -> np.ndarray:
         return torch.cat(self.kept).numpy()
+
+    def covariance_factor(self) -> np.ndarray | None:
+        """F [n, D] float64 with covariance = F^T F (centred features over sqrt(n - 1)) when n <= D, else None."""
+        if not self.kept or self.n > self.kept[0].shape[1]:
+            return None
+        f = torch.cat(self.kept).double()
+        return ((f - f.mean(0)) / math.sqrt(self.n - 1)).numpy()
 
 
 @dataclass
@@ -533,8 +543,9 @@ def _set_inception_values(values: dict[str, float], prefix: str, wanted: list[st
                           kid_subset_size: int, is_splits: int, seed: int) -> None:
     if f"{prefix}fid" in wanted:
         mu, sigma = acc.statistics()
-        values[f"{prefix}fid"] = frechet_distance_with_root(reference.mu, reference.sigma, reference.sigma_sqrt(),
-                                                            mu, sigma)
+        factor = acc.covariance_factor()
+        root = reference.sigma_sqrt() if factor is None else None
+        values[f"{prefix}fid"] = frechet_distance(reference.mu, reference.sigma, mu, sigma, root1=root, factor2=factor)
     if f"{prefix}kid" in wanted:
         mean, std = kernel_inception_distance(reference.features, acc.features(), kid_subsets, kid_subset_size, seed)
         values[f"{prefix}kid"], values[f"{prefix}kid_std"] = mean, std
