@@ -67,6 +67,10 @@ def test_mnist_offline_copy(mnist):
         assert (x[:, 0][:, border] == -1.0).all()
         # the 28x28 digit sits unchanged in the middle
         assert torch.equal(x[:, 0, 2:30, 2:30], unit(dataset.images[idx, 0]))
+        # the batched fetch (DataLoader's __getitems__) is the same padding
+        batch = torch.utils.data.DataLoader(dataset, batch_size=256, sampler=idx.tolist())
+        x_batched, labels_batched = next(iter(batch))
+        assert torch.equal(x_batched, x) and labels_batched.tolist() == labels
 
 
 def test_mnist_split_and_channels_errors():
@@ -197,6 +201,13 @@ def test_cifar10_round_trip(tmp_path):
     assert torch.equal(test[3][0], unit(written["test_batch"][0][3]))
     resized = build_dataset(data, 3, 16, "test")
     assert resized[0][0].shape == (3, 16, 16) and "resized to 16x16" in resized.description
+    # DataLoader's batched fetch gives each item exactly as indexing does (resized, padded, as stored)
+    for dataset in (resized, test, build_dataset(data, 3, 32)):
+        indices = [3, 0, -1, 2]
+        batched = dataset.__getitems__(indices)
+        assert len(batched) == 4
+        for (x, y), i in zip(batched, indices):
+            assert torch.equal(x, dataset[i][0]) and y == dataset[i][1] and isinstance(y, int)
 
 
 def test_cifar10_errors(tmp_path):
