@@ -71,10 +71,10 @@ PIXEL_SCALING = "pixels p/127.5 - 1 in [-1, 1]"
 
 
 class FitToResolution:
-    """Maps float images [..., C, H, W] in [-1, 1] to [..., C, R, R] in [-1, 1]: unchanged when already R x R; 28x28 -> 32x32
-    by padding 2 px of black (-1) each side, so digits keep their pixels; anything else by torchvision's antialiased
-    bilinear resize (square sources only: the aspect ratio is not kept). A source smaller than R (other than the
-    28x28 padding) is refused: upsampled images would train a model on blur."""
+    """Maps float images [..., C, H, W] in [-1, 1] to [..., C, R, R] in [-1, 1]: unchanged when already R x R;
+    28x28 -> 32x32 by padding 2 px of black (-1) each side, so digits keep their pixels; anything else by
+    torchvision's antialiased bilinear resize (square sources only: the aspect ratio is not kept). A source smaller
+    than R (other than the 28x28 padding) is refused: upsampled images would train a model on blur."""
 
     def __init__(self, height: int, width: int, resolution: int, note: str = "", source: str = "the data set"):
         self.resolution = resolution
