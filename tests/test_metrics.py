@@ -114,6 +114,12 @@ def test_kid_matches_its_definition_computed_naively():
         values.append(kxx + kyy - 2 * kxy)
     assert mean == pytest.approx(np.mean(values), rel=1e-10)
     assert std == pytest.approx(np.std(values), rel=1e-8)
+    whole, spread = kernel_inception_distance(real, fake[:12], subsets=4, subset_size=1000)
+    x, y = fake[:12], real
+    kxx = sum(k(x[i], x[j]) for i in range(12) for j in range(12) if i != j) / 132
+    kyy = sum(k(y[i], y[j]) for i in range(12) for j in range(12) if i != j) / 132
+    kxy = sum(k(x[i], y[j]) for i in range(12) for j in range(12)) / 144
+    assert whole == pytest.approx(kxx + kyy - 2 * kxy, rel=1e-10) and spread == 0.0   # every subset: both whole sets
     same, _ = kernel_inception_distance(real, real.copy(), subsets=5, subset_size=12)
     far, _ = kernel_inception_distance(real, real + 3.0, subsets=5, subset_size=12)
     assert abs(same) < far

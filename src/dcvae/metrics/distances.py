@@ -82,6 +82,8 @@ def kernel_inception_distance(f_real: ArrayLike, f_fake: ArrayLike, subsets: int
     f_real [N, d], f_fake [M, d]. As in Binkowski et al. and stylegan2-ada: `subsets` times, draw m =
     min(subset_size, N, M) rows of each set without replacement and compute the unbiased MMD^2 of the two subsets;
     return (mean, standard deviation over subsets, ddof=0). Raw value (papers often print KID x 1000).
+    When m = N = M every draw is the whole of both sets, and the estimate does not depend on row order: it is
+    computed once, and the standard deviation is 0 by construction (not a measure of uncertainty).
     """
     x_all, y_all = _f64(f_fake), _f64(f_real)
     if x_all.ndim != 2 or y_all.ndim != 2 or x_all.shape[1] != y_all.shape[1]:
@@ -91,19 +93,26 @@ def kernel_inception_distance(f_real: ArrayLike, f_fake: ArrayLike, subsets: int
         raise UserError(f"KID needs at least 2 real and 2 generated images; got {y_all.shape[0]} and {x_all.shape[0]}")
     if subsets < 1:
         raise UserError(f"KID needs at least one subset, got subsets={subsets}")
-    d = x_all.shape[1]
+    if m == x_all.shape[0] == y_all.shape[0]:
+        return _unbiased_mmd2(x_all, y_all), 0.0
     rng = np.random.default_rng(seed)
     values = np.empty(subsets)
     for i in range(subsets):
         x = x_all[rng.choice(x_all.shape[0], m, replace=False)]
         y = y_all[rng.choice(y_all.shape[0], m, replace=False)]
-        kxx = (x @ x.T / d + 1) ** 3
-        kyy = (y @ y.T / d + 1) ** 3
-        kxy = (x @ y.T / d + 1) ** 3
-        # Unbiased: the diagonal k(x_i, x_i) terms are left out of the within-set means.
-        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-        values[i] = within - 2.0 * kxy.sum() / (m * m)
+        values[i] = _unbiased_mmd2(x, y)
     return float(values.mean()), float(values.std())
+
+
+def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """The unbiased MMD^2 of two sets of m rows each under KID's cubic polynomial kernel."""
+    m, d = x.shape
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    # Unbiased: the diagonal k(x_i, x_i) terms are left out of the within-set means.
+    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(within - 2.0 * kxy.sum() / (m * m))
 
 
 def inception_score(probabilities: ArrayLike, splits: int = 10) -> tuple[float, float]:

@@ -429,7 +429,9 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     if "kid" in wanted or "recon_kid" in wanted:
         protocol["kid"] = {"kernel": "k(x, y) = (x.y / 2048 + 1)^3", "estimator": "unbiased MMD^2",
                            "subsets": kid_subsets, "subset_size": f"min({kid_subset_size}, n_real, n_generated)",
-                           "reported": "mean and std (ddof=0) over subsets, raw (not x1000)"}
+                           "reported": "mean and std (ddof=0) over subsets, raw (not x1000); when n_real = "
+                                       "n_generated <= the subset size every subset is the whole of both sets: one "
+                                       "estimate, std 0"}
     if "is" in wanted or "recon_is" in wanted:
         protocol["is"] = {"splits": is_splits, "probabilities": "softmax of the 1008 logits without output bias "
                           "(as the original TF code and stylegan2-ada)"}
