@@ -11,6 +11,7 @@ from PIL import Image
 import dcvae.cli.main as cli_main
 from dcvae.cli import ablate as ablate_cli
 from dcvae.errors import UserError
+from dcvae.experiments.ablation import EVALUATION_FILE
 from dcvae.experiments.runs import train_or_reuse
 from dcvae.metrics import weights as W
 
@@ -68,7 +69,7 @@ def _runs(values):
 
 @requires_mnist
 @requires_weights
-def test_ablate_writes_table1_and_figure3_and_reuses_runs(tmp_path, capsys):
+def test_ablate_writes_table1_and_figure3_and_reuses_runs(tmp_path, capsys, monkeypatch):
     out = tmp_path / "t1"
     argv = ["ablate", "--out", str(out), "--n", "8", "--n-real", "8", "--figure-images", "4", "--no-progress", *TINY]
     code, stdout, err = run_cli(capsys, *argv)
@@ -116,11 +117,16 @@ def test_ablate_writes_table1_and_figure3_and_reuses_runs(tmp_path, capsys):
     assert code == 2 and err.startswith("dcvae: error: ") and err.count("\n") == 1
     assert "table1.md" in err and "--overwrite" in err
     assert (out / "table1.md").stat().st_mtime_ns == table_stamp
-    code, stdout, err = run_cli(capsys, *argv, "--overwrite")
+    # ... and, with --overwrite, reuses the four evaluations too, even with --out spelled relative to another folder
+    evaluated = {v: (out / v / EVALUATION_FILE).stat().st_mtime_ns for v in VARIANTS}
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(capsys, *[a if a != str(out) else "t1" for a in argv], "--overwrite")
     assert code == 0, err
     assert "ablate: training" not in stdout
     assert {v: (out / v / "summary.json").stat().st_mtime_ns for v in VARIANTS} == stamps
-    assert json.loads((out / "table1.json").read_text())["rows"] == result["rows"]
+    assert {v: (out / v / EVALUATION_FILE).stat().st_mtime_ns for v in VARIANTS} == evaluated
+    again = json.loads((out / "table1.json").read_text())["rows"]
+    assert {v: row["metrics"] for v, row in again.items()} == {v: row["metrics"] for v, row in result["rows"].items()}
 
 
 @requires_mnist

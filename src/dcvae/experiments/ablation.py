@@ -81,7 +81,8 @@ def evaluate_run(run_dir: str | Path, request: dict[str, Any], progress: bool = 
     run_dir = Path(run_dir)
     folder = resolve_checkpoint(run_dir)
     # The manifest holds the checkpoint's file digests: a retrained or resumed run never matches an old result.
-    key = {**request, "checkpoint": str(folder), "manifest": read_manifest(folder),
+    # The resolved path: the same run named from another folder, or through a link, is the same checkpoint.
+    key = {**request, "checkpoint": str(folder.resolve()), "manifest": read_manifest(folder),
            "kid_subsets": kid_subsets}
     stored = run_dir / EVALUATION_FILE
     try:
