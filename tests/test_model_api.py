@@ -38,3 +38,13 @@ def test_load_encode_decode_interpolate(tmp_path):
         assert "[N, 1, 32, 32]" in str(e)
     else:
         raise AssertionError("wrong image shape accepted")
+
+
+@requires_mnist
+def test_a_flattened_encoder_pool_is_rebuilt_on_load(tmp_path):
+    train(tiny_mnist_config(**{"train.iterations": 2, "model.encoder_pool": "flatten"}), tmp_path / "run",
+          progress=False)
+    model = dcvae.load(tmp_path / "run")
+    assert model.config.model.encoder_pool == "flatten" and model.encoder.head.in_features == 4 * 8 * 16
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert model.encode(x).shape == (2, 8)

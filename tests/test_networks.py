@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from dcvae.config import ObjectiveConfig, preset
+from dcvae.errors import UserError
 from dcvae.networks import build_networks, count_parameters
 from dcvae.objectives.phases import TERMS, contrastive_phase, discriminator_phase, generator_phase
 from dcvae.objectives.queue import NegativeQueue
@@ -39,6 +40,31 @@ def test_shapes_and_ranges(name):
     for layer in nets.discriminator.layer_names:
         assert out[layer].shape == (3, m.contrastive_dim)
     assert out["map:b2"].shape[0] == 3 and out["map:b2"].dim() == 4
+
+
+def test_flattened_encoder_pool_keeps_the_layout_of_the_last_map():
+    m = preset("mnist").model
+    m.encoder_pool = "flatten"
+    encoder = build_networks(m).encoder.eval()
+    w = m.dis_width
+    assert encoder.head.in_features == 4 * w * 4 * 4                   # the compact trunk's last map: [4w, 4, 4]
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    mu, logvar = encoder(x)
+    by_hand = encoder.head(encoder.trunk(x)[-1].reshape(3, -1)).chunk(2, dim=1)
+    assert torch.allclose(mu, by_hand[0]) and torch.allclose(logvar, by_hand[1])
+    # The summed encoder cannot tell apart two last maps that hold the same values at other places; this one can.
+    last = encoder.trunk(x[:1])[-1]
+    moved = last.flip(-1)
+    head = encoder.head
+    assert not torch.allclose(head(last.flatten(1)), head(moved.flatten(1)))
+    assert torch.allclose(last.sum((2, 3)), moved.sum((2, 3)), atol=1e-5)
+
+
+def test_flattened_encoder_pool_exists_for_the_compact_backbone_only():
+    cfg = preset("cifar10")
+    cfg.model.encoder_pool = "flatten"
+    with pytest.raises(UserError, match="compact32 backbone only.*encoder_pool=sum"):
+        cfg.validate()
 
 
 def test_upsampling_folded_into_the_convolution_by_hand():

@@ -32,6 +32,10 @@ class ModelConfig:
     gen_width: int = 256                 # decoder channels (AutoGAN gf)
     dis_width: int = 128                 # encoder / discriminator channels (AutoGAN df)
     contrastive_dim: int = 16            # paper 5.1
+    encoder_pool: str = "sum"            # how the encoder turns the trunk's last map into its head's input:
+                                         # sum (over space: AutoGAN's, released code; the compact family copies
+                                         # it) | flatten (compact32 only: the 4x4 map's 4w*16 values, keeping
+                                         # where each feature was found; not in the paper; see docs/design.md)
 
 
 @dataclass
@@ -147,6 +151,10 @@ class Config:
         _choice("model.backbone", m.backbone, ("autogan32", "compact32", "progressive"))
         _choice("model.image_channels", m.image_channels, (1, 3))
         progressive = m.backbone == "progressive"
+        _choice("model.encoder_pool", m.encoder_pool, ("sum", "flatten"))
+        if m.encoder_pool == "flatten" and m.backbone != "compact32":
+            raise UserError(f"model.encoder_pool=flatten exists for the compact32 backbone only (this one is "
+                            f"{m.backbone}); use model.encoder_pool=sum")
         _choice("model.resolution", m.resolution, tuple(4 << level for level in range(1, 9)) if progressive else (32,))
         _choice("objective.variant", o.variant, VARIANTS)
         _choice("objective.gan_loss", o.gan_loss, ("hinge", "logistic"))

@@ -4,6 +4,8 @@ The heads' Linear layers are the trunk's `head_linear`: spectral-norm at 32x32 (
 learning rate on the progressive trunk (ProGAN)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -11,17 +13,22 @@ from torch import nn
 class Encoder(nn.Module):
     """q(z|x): image [N, C, H, W] in [-1, 1] -> (mu [N, latent_dim], logvar [N, latent_dim]).
 
-    The trunk is the discriminator's; the head is a spectral-norm Linear(feature -> 2 * latent, no bias).
+    The trunk is the discriminator's; the head is a spectral-norm Linear(feature -> 2 * latent, no bias). Its
+    input is the trunk's last map [N, C', H', W'] pooled by the trunk (pool="sum", the paper's) or flattened
+    (pool="flatten": C' * H' * W' features that keep where in the image each feature was found).
     """
 
-    def __init__(self, trunk: nn.Module, latent_dim: int):
+    def __init__(self, trunk: nn.Module, latent_dim: int, pool: str = "sum"):
         super().__init__()
         self.trunk = trunk
         self.latent_dim = latent_dim
-        self.head = trunk.head_linear(trunk.feature_dim, 2 * latent_dim, bias=False)
+        self.flatten = pool == "flatten"
+        features = math.prod(trunk.block_shapes[-1]) if self.flatten else trunk.feature_dim
+        self.head = trunk.head_linear(features, 2 * latent_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.trunk.pool(self.trunk(x)[-1])
+        last = self.trunk(x)[-1]
+        h = last.flatten(1) if self.flatten else self.trunk.pool(last)
         mu, logvar = self.head(h).chunk(2, dim=1)
         return mu, logvar
 
