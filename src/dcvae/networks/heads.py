@@ -22,6 +22,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.trunk = trunk
         self.latent_dim = latent_dim
+        if pool not in ("sum", "flatten"):
+            raise ValueError(f"pool must be 'sum' or 'flatten', got {pool!r}")
         self.flatten = pool == "flatten"
         features = math.prod(trunk.block_shapes[-1]) if self.flatten else trunk.feature_dim
         self.head = trunk.head_linear(features, 2 * latent_dim, bias=False)
