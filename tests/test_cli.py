@@ -195,6 +195,11 @@ def test_resume_extends_a_finished_run(capsys, tmp_path):
     assert json.loads((run / "summary.json").read_text())["iterations"] == 3
     assert json.loads((run / "config.json").read_text())["train"]["iterations"] == 2   # the first config is kept
     assert json.loads((run / "config.resume-1.json").read_text())["train"]["iterations"] == 3
+    # Resuming it again to the same length trains nothing and keeps its summary (time, last losses) as it was.
+    summary = (run / "summary.json").read_text()
+    code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--no-progress")
+    assert code == 0, err
+    assert (run / "summary.json").read_text() == summary and json.loads(summary)["final"]
 
 
 def test_bf16_without_gpu_or_cpu_support_falls_back_with_a_warning(caplog, tmp_path, monkeypatch):

@@ -467,6 +467,14 @@ def _forget_after(metrics_log: Path, iteration: int) -> None:
     atomic_write_text(metrics_log, "".join(line + "\n" for line in kept))
 
 
+def _read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
 def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, progress: bool = True
           ) -> dict[str, Any]:
     """Train `cfg` into `run_dir`; `resume` = True (newest checkpoint of run_dir) or a checkpoint path.
@@ -505,6 +513,13 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
         log.info("resumed from %s at iteration %d", resume_from, trainer.iteration)
     if resume and acc.is_main_process:
         _forget_after(run_dir / "metrics.jsonl", trainer.iteration)
+    if resume and trainer.iteration >= cfg.train.iterations:
+        # Nothing to train: the summary of the run that got here (its time, its last losses) stays as it is.
+        done = _read_summary(run_dir)
+        if done is not None and done.get("iterations") == trainer.iteration:
+            log.info("%s is already trained to iteration %d (train.iterations=%d): nothing to do", run_dir,
+                     trainer.iteration, cfg.train.iterations)
+            return done
 
     # A new run that diverges before its first checkpoint restarts from here.
     initial = trainer.snapshot() if trainer.iteration == 0 else None
