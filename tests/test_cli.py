@@ -1,4 +1,5 @@
 """The command line: every bad input gets one clear message and a non-zero exit, and nothing written is lost."""
+import hashlib
 import json
 import math
 import pickle
@@ -8,6 +9,7 @@ import torch
 
 from dcvae.cli.main import main
 from dcvae.errors import UserError
+from dcvae.experiments.runs import train_or_reuse
 from dcvae.networks import build_networks
 from dcvae.training import train
 from dcvae.training.checkpoint import STATE_FILE, list_checkpoints, load_module_weights, load_training_state
@@ -200,6 +202,28 @@ def test_resume_extends_a_finished_run(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--no-progress")
     assert code == 0, err
     assert (run / "summary.json").read_text() == summary and json.loads(summary)["final"]
+
+
+@requires_mnist
+def test_a_run_made_before_a_setting_existed_resumes_and_is_reused(capsys, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_mnist_config(**{"train.iterations": 2, "train.checkpoint_every": 1}), run, progress=False)
+    # Written as an earlier dcvae wrote them: without model.encoder_pool, whose default is what that version did.
+    for path in [run / "config.json", *run.glob("checkpoints/iter-*/config.json")]:
+        saved = json.loads(path.read_text())
+        del saved["model"]["encoder_pool"]
+        path.write_text(json.dumps(saved))
+        if path.parent != run:
+            manifest = json.loads((path.parent / "manifest.json").read_text())
+            manifest["sha256"]["config.json"] = hashlib.sha256(path.read_bytes()).hexdigest()
+            (path.parent / "manifest.json").write_text(json.dumps(manifest))
+    code, out, err = run_cli(capsys, "train", "--out", str(run), "--resume", "--set", "train.iterations=3",
+                             "--no-progress")
+    assert code == 0, err
+    assert json.loads((run / "summary.json").read_text())["iterations"] == 3
+    stamp = (run / "summary.json").stat().st_mtime_ns
+    assert train_or_reuse(tiny_mnist_config(**{"train.iterations": 3}), run, progress=False) == run
+    assert (run / "summary.json").stat().st_mtime_ns == stamp                    # reused as it is
 
 
 def test_bf16_without_gpu_or_cpu_support_falls_back_with_a_warning(caplog, tmp_path, monkeypatch):

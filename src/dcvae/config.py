@@ -146,6 +146,13 @@ class Config:
         apply_overrides(cfg, _flatten(d))
         return cfg
 
+    @classmethod
+    def completed(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A configuration dict read from a run or a checkpoint, with every setting it lacks at its default: a
+        setting added after the run was made defaults to the behaviour the run was made with, so comparing the
+        completed dict with a new configuration finds only real differences."""
+        return cls.from_dict(saved).to_dict()
+
     def validate(self) -> "Config":
         m, o, d, t = self.model, self.objective, self.data, self.train
         _choice("model.backbone", m.backbone, ("autogan32", "compact32", "progressive"))

@@ -56,8 +56,8 @@ def _check_same_run(cfg: Config, run_dir: Path) -> None:
     would be silently reported as this configuration's."""
     path = run_dir / "config.json"
     try:
-        saved: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
+        saved: dict[str, Any] = Config.completed(json.loads(path.read_text()))
+    except (OSError, ValueError, AttributeError, UserError):
         return                  # no readable config: train() decides (it refuses or starts the run)
     wanted = cfg.to_dict()
     for section in _FIXED_SECTIONS:

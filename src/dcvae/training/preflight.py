@@ -114,6 +114,13 @@ def _read_config(path: Path, fix: str) -> dict[str, Any]:
     return saved
 
 
+def _completed(saved: dict[str, Any], path: Path) -> dict[str, Any]:
+    try:
+        return Config.completed(saved)
+    except UserError as e:
+        raise UserError(f"{path} is not a configuration this version of dcvae can read ({e})") from None
+
+
 def _differences(saved: dict[str, Any], now: dict[str, Any], sections: tuple[str, ...]) -> dict[str, tuple]:
     """{"section.key": (saved, now)} for every setting of `sections` that differs."""
     diff = {}
@@ -136,7 +143,8 @@ def _check_existing_run(cfg: Config, run_dir: Path, resuming: bool) -> None:
                             "another --out, or restore its config.json and continue it with --resume "
                             "(nothing was changed)")
         return
-    saved = _read_config(config, "choose another --out, or restore that file (nothing was changed)")
+    saved = _completed(_read_config(config, "choose another --out, or restore that file (nothing was changed)"),
+                       config)
     now = cfg.to_dict()
     fixed = _differences(saved, now, _FIXED_SECTIONS)
     if resuming:
@@ -155,7 +163,7 @@ def _check_existing_run(cfg: Config, run_dir: Path, resuming: bool) -> None:
 
 
 def _check_checkpoint_config(cfg: Config, checkpoint: Path) -> None:
-    saved = ckpt.load_config_dict(checkpoint)
+    saved = _completed(ckpt.load_config_dict(checkpoint), checkpoint / ckpt.CONFIG_FILE)
     now = cfg.to_dict()
     for section in _FIXED_SECTIONS:
         if saved.get(section) != now[section]:
