@@ -20,7 +20,8 @@ from ..config import VARIANTS, Config, apply_overrides, clone
 from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
 from ..metrics.probe import VARIANT_NAMES      # the paper's row names; config.VARIANTS is in Table 1's row order
-from .runs import train_or_reuse, training_summary
+from ..training.run_dir import read_summary
+from .runs import train_or_reuse
 
 TABLE1_FILES = ("table1.md", "table1.json", "figure3.png")
 EVALUATION_FILE = "table1-evaluation.json"
@@ -150,7 +151,7 @@ def table1(runs: dict[str, Path], n_generated: int = 50_000, n_real: int | None 
                         if not math.isfinite(v)})
         rows[variant] = {"name": VARIANT_NAMES[variant], "run": str(runs[variant]), "metrics": values,
                          "unavailable": missing}
-        evaluations[variant], training[variant] = result, training_summary(runs[variant])
+        evaluations[variant], training[variant] = result, read_summary(runs[variant])
     notes = []
     if unavailable:
         notes.append(f"n/a (IS): {unavailable['is']}.")

@@ -14,8 +14,9 @@ from typing import Sequence
 from ..config import Config, apply_overrides, clone
 from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
+from ..training.run_dir import read_summary
 from .ablation import check_outputs
-from .runs import train_or_reuse, training_summary
+from .runs import train_or_reuse
 
 NEGATIVES_FILES = ("negatives.json", "negatives.png")
 DEFAULT_QUEUE_SIZES = (256, 1024, 4096, 8096)
@@ -107,7 +108,7 @@ def sweep_negatives(base: Config, out: str | Path, queue_sizes: Sequence[int] = 
     result = {"table": {str(k): v for k, v in table.items()},
               "rows": [{"queue_size": k, "pixel": v, "run": str(runs[k])} for k, v in table.items()],
               "protocol": protocol, "evaluations": evaluations,
-              "training": {str(k): training_summary(r) for k, r in runs.items()},
+              "training": {str(k): read_summary(r) for k, r in runs.items()},
               "date": time.strftime("%Y-%m-%d"),
               "seconds": {"training": round(trained - started, 1), "evaluation": round(time.time() - trained, 1)}}
     plot_negatives(table, out / "negatives.png",

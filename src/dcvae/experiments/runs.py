@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import VARIANTS, Config
 from ..errors import UserError
+from ..training.run_dir import read_summary
 
 # What `train` itself puts in a run folder before its first checkpoint: a folder holding only these (and no
 # checkpoint) is a run that was stopped before it saved anything, and may be started again from scratch.
@@ -42,12 +43,9 @@ def parse_variants(text: str, option: str = "--variants") -> list[str]:
 
 def finished_iterations(run_dir: Path) -> int | None:
     """The iteration count in run_dir/summary.json (written when training ends), or None if there is none."""
-    summary = Path(run_dir) / "summary.json"
-    if not summary.is_file():
-        return None
     try:
-        return int(json.loads(summary.read_text())["iterations"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_summary(run_dir)["iterations"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 
@@ -98,11 +96,3 @@ def train_or_reuse(cfg: Config, run_dir: str | Path, progress: bool = True, labe
     print(f"{label}: training {run_dir.name} ({'resuming' if resume else 'new'})", flush=True)
     train(cfg, run_dir, resume=True if resume else None, progress=progress)
     return run_dir
-
-
-def training_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """run_dir/summary.json as a dict (None if missing or unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None

@@ -42,7 +42,7 @@ from . import checkpoint as ckpt
 from .distributed import average_gradients, use_global_batch_statistics, world_size
 from .growth import GrowthSchedule, Phase, real_images
 from .preflight import preflight
-from .run_dir import prepare_run_dir, write_image_grid
+from .run_dir import prepare_run_dir, read_summary, write_image_grid
 
 log = logging.getLogger("dcvae.train")
 
@@ -467,14 +467,6 @@ def _forget_after(metrics_log: Path, iteration: int) -> None:
     atomic_write_text(metrics_log, "".join(line + "\n" for line in kept))
 
 
-def _read_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
 def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, progress: bool = True
           ) -> dict[str, Any]:
     """Train `cfg` into `run_dir`; `resume` = True (newest checkpoint of run_dir) or a checkpoint path.
@@ -515,7 +507,7 @@ def train(cfg: Config, run_dir: str | Path, resume: str | bool | None = None, pr
         _forget_after(run_dir / "metrics.jsonl", trainer.iteration)
     if resume and trainer.iteration >= cfg.train.iterations:
         # Nothing to train: the summary of the run that got here (its time, its last losses) stays as it is.
-        done = _read_summary(run_dir)
+        done = read_summary(run_dir)
         if done is not None and done.get("iterations") == trainer.iteration:
             log.info("%s is already trained to iteration %d (train.iterations=%d): nothing to do", run_dir,
                      trainer.iteration, cfg.train.iterations)

@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..config import Config
 from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """run_dir/summary.json (written when training ends) as a dict; None if missing or unreadable."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, resuming: bool) -> None:
