@@ -55,6 +55,18 @@ def test_config_file(capsys, tmp_path):
     assert code == 0 and json.loads(out)["train"]["batch_size"] == 32 and json.loads(out)["model"]["latent_dim"] == 16
 
 
+def test_config_differences_name_each_changed_setting():
+    from dcvae.config import Config, apply_overrides, preset
+    saved = Config.completed(preset("mnist").to_dict())
+    now = apply_overrides(preset("mnist"), {"model.latent_dim": 16, "train.lr": 1e-4})
+    assert now.differences(saved) == {"model.latent_dim": (saved["model"]["latent_dim"], 16)}
+    assert now.differences(saved, ("train",)) == {"train.lr": (saved["train"]["lr"], 1e-4)}
+    # A section missing from the saved dict (a foreign file) differs in every key; a completed one only where set.
+    del saved["data"]
+    assert set(now.differences(saved, ("data",))) == {f"data.{k}" for k in now.to_dict()["data"]}
+    assert preset("mnist").differences(Config.completed(preset("mnist").to_dict())) == {}
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--preset", "imagenet"], "unknown preset 'imagenet'"),
     (["train", "--preset", "mnist", "--set", "train.learning_rate=1"], "unknown config key 'train.learning_rate'"),

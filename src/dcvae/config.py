@@ -126,6 +126,11 @@ class GrowthConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [16, 16, 16, 16, 16, 16, 14, 6, 3])
 
 
+# The sections a run may not change once trained (on resume, or when a finished run is reused): its weights and the
+# data they were trained on depend on them. train.* settings may change.
+FIXED_SECTIONS = ("model", "objective", "data")
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -152,6 +157,18 @@ class Config:
         setting added after the run was made defaults to the behaviour the run was made with, so comparing the
         completed dict with a new configuration finds only real differences."""
         return cls.from_dict(saved).to_dict()
+
+    def differences(self, saved: dict[str, Any], sections: tuple[str, ...] = FIXED_SECTIONS) -> dict[str, tuple]:
+        """{"section.key": (saved value, value here)} for every setting of `sections` in which the (completed)
+        configuration dict `saved` differs from this one; empty when they agree."""
+        now = self.to_dict()
+        diff = {}
+        for section in sections:
+            old = saved.get(section) if isinstance(saved.get(section), dict) else {}
+            for key, value in now[section].items():
+                if old.get(key) != value:
+                    diff[f"{section}.{key}"] = (old.get(key), value)
+        return diff
 
     def validate(self) -> "Config":
         m, o, d, t = self.model, self.objective, self.data, self.train

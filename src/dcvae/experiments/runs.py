@@ -15,8 +15,6 @@ from ..training.run_dir import read_summary
 # What `train` itself puts in a run folder before its first checkpoint: a folder holding only these (and no
 # checkpoint) is a run that was stopped before it saved anything, and may be started again from scratch.
 _RUN_FILES = ("config.json", "metrics.jsonl", "tensorboard", "images", "checkpoints", "summary.json")
-# The sections a resumed run may not change (train.* may: see training.loop.train).
-_FIXED_SECTIONS = ("model", "objective", "data")
 
 
 def parse_ints(text: str, option: str) -> list[int]:
@@ -57,13 +55,10 @@ def _check_same_run(cfg: Config, run_dir: Path) -> None:
         saved: dict[str, Any] = Config.completed(json.loads(path.read_text()))
     except (OSError, ValueError, AttributeError, UserError):
         return                  # no readable config: train() decides (it refuses or starts the run)
-    wanted = cfg.to_dict()
-    for section in _FIXED_SECTIONS:
-        if saved.get(section) != wanted[section]:
-            diff = {f"{section}.{k}": (saved.get(section, {}).get(k), v) for k, v in wanted[section].items()
-                    if saved.get(section, {}).get(k) != v}
-            raise UserError(f"{run_dir} holds a run of a different configuration (folder vs now: {diff}); "
-                            "choose another --out or delete that run folder")
+    diff = cfg.differences(saved)
+    if diff:
+        raise UserError(f"{run_dir} holds a run of a different configuration (folder vs now: {diff}); "
+                        "choose another --out or delete that run folder")
 
 
 def train_or_reuse(cfg: Config, run_dir: str | Path, progress: bool = True, label: str = "train") -> Path:

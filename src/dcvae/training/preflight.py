@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..config import Config
+from ..config import FIXED_SECTIONS, Config
 from ..data import build_dataset
 from ..errors import UserError
 from ..networks import build_networks
@@ -27,8 +27,6 @@ from . import checkpoint as ckpt
 # What a run folder holds besides config.json (see run_dir.py): any of these without a config.json is a run whose
 # config was lost, and a new run would mix its files with them (and its checkpoint rotation would delete theirs).
 _RUN_ENTRIES = ("checkpoints", "metrics.jsonl", "summary.json", "tensorboard", "images")
-# The sections a resumed run may not change: the weights and the data they were trained on depend on them.
-_FIXED_SECTIONS = ("model", "objective", "data")
 _PROBE_NAME = ".dcvae-preflight-probe"
 
 
@@ -121,17 +119,6 @@ def _completed(saved: dict[str, Any], path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a configuration this version of dcvae can read ({e})") from None
 
 
-def _differences(saved: dict[str, Any], now: dict[str, Any], sections: tuple[str, ...]) -> dict[str, tuple]:
-    """{"section.key": (saved, now)} for every setting of `sections` that differs."""
-    diff = {}
-    for section in sections:
-        old = saved.get(section) if isinstance(saved.get(section), dict) else {}
-        for key, value in now[section].items():
-            if old.get(key) != value:
-                diff[f"{section}.{key}"] = (old.get(key), value)
-    return diff
-
-
 def _check_existing_run(cfg: Config, run_dir: Path, resuming: bool) -> None:
     if not run_dir.is_dir():
         return
@@ -145,8 +132,7 @@ def _check_existing_run(cfg: Config, run_dir: Path, resuming: bool) -> None:
         return
     saved = _completed(_read_config(config, "choose another --out, or restore that file (nothing was changed)"),
                        config)
-    now = cfg.to_dict()
-    fixed = _differences(saved, now, _FIXED_SECTIONS)
+    fixed = cfg.differences(saved)
     if resuming:
         if fixed:
             raise UserError(f"cannot continue the run in {run_dir}: it holds a run of another model, objective or "
@@ -156,7 +142,7 @@ def _check_existing_run(cfg: Config, run_dir: Path, resuming: bool) -> None:
         raise UserError(f"{run_dir} already holds a run of another configuration (folder vs now: {fixed}); choose "
                         "another --out (--resume continues a run only with its own model, objective and data "
                         "settings; nothing was changed)")
-    changed = _differences(saved, now, ("train",))
+    changed = cfg.differences(saved, ("train",))
     raise UserError(f"{run_dir} already holds a run{f' (train settings differ: {changed})' if changed else ''}; "
                     "continue it with --resume (--set train.KEY=VALUE changes train settings) or choose another "
                     "--out (nothing was changed)")
@@ -164,10 +150,9 @@ def _check_existing_run(cfg: Config, run_dir: Path, resuming: bool) -> None:
 
 def _check_checkpoint_config(cfg: Config, checkpoint: Path) -> None:
     saved = _completed(ckpt.load_config_dict(checkpoint), checkpoint / ckpt.CONFIG_FILE)
-    now = cfg.to_dict()
-    for section in _FIXED_SECTIONS:
-        if saved.get(section) != now[section]:
-            diff = _differences(saved, now, (section,))
+    for section in FIXED_SECTIONS:
+        diff = cfg.differences(saved, (section,))
+        if diff:
             raise UserError(f"cannot resume {checkpoint} with a different {section} configuration "
                             f"(checkpoint vs now: {diff}); only train.* settings may change on resume")
 
