@@ -132,22 +132,47 @@ def test_ablate_writes_table1_and_figure3_and_reuses_runs(tmp_path, capsys, monk
 @requires_mnist
 def test_sweep_negatives_writes_json_and_plot(tmp_path, capsys):
     out = tmp_path / "fig7"
-    code, _, err = run_cli(capsys, "sweep-negatives", "--out", str(out), "--queue-sizes", "64,16", "--n", "8",
-                           "--no-progress", *TINY_NETS)
+    code, stdout, err = run_cli(capsys, "sweep-negatives", "--out", str(out), "--queue-sizes", "64,16", "--n", "8",
+                                "--no-progress", *TINY_NETS)
     assert code == 0, err
     result = json.loads((out / "negatives.json").read_text())
     assert list(result["table"]) == ["16", "64"]
     assert all(math.isfinite(v) and v > 0 for v in result["table"].values())
     assert [r["queue_size"] for r in result["rows"]] == [16, 64]
+    assert all(r["ci95"] is None and r["trials"] == [r["pixel"]] for r in result["rows"])   # one trial: no interval
     assert result["protocol"]["n"] == 8 and "sum of squared differences" in result["protocol"]["definition"]
     for k in (16, 64):
         assert json.loads((out / f"queue{k}" / "config.json").read_text())["objective"]["queue_size"] == k
-        assert result["evaluations"][str(k)]["protocol"]["reconstruction"]["n_recon"] == 8
+        assert result["evaluations"][f"queue{k}"]["protocol"]["reconstruction"]["n_recon"] == 8
+        assert f"queue {k}: pixel error {result['table'][str(k)]:.2f}\n" in stdout
     with Image.open(out / "negatives.png") as image:
         assert image.format == "PNG" and image.width > 100 and image.height > 100
     code, _, err = run_cli(capsys, "sweep-negatives", "--out", str(out), "--queue-sizes", "16,64", "--n", "8",
                            "--no-progress", *TINY_NETS)
     assert code == 2 and "negatives.json" in err and "--overwrite" in err
+
+
+@requires_mnist
+def test_sweep_negatives_trials_reuse_trial_zero_and_report_the_interval(tmp_path, capsys):
+    out = tmp_path / "fig7"
+    args = ["--out", str(out), "--queue-sizes", "16", "--n", "8", "--no-progress", *TINY_NETS]
+    assert run_cli(capsys, "sweep-negatives", *args)[0] == 0
+    stamp = (out / "queue16" / "summary.json").stat().st_mtime_ns
+    code, stdout, err = run_cli(capsys, "sweep-negatives", *args, "--trials", "3", "--overwrite")
+    assert code == 0, err
+    assert (out / "queue16" / "summary.json").stat().st_mtime_ns == stamp          # trial 0 reused untouched
+    seeds = [json.loads((out / name / "config.json").read_text())["train"]["seed"]
+             for name in ("queue16", "queue16-trial1", "queue16-trial2")]
+    assert seeds == [0, 1, 2]
+    row = json.loads((out / "negatives.json").read_text())["rows"][0]
+    values = row["trials"]
+    assert len(values) == 3 and len(set(values)) == 3           # three seeds, three different models
+    mean = sum(values) / 3
+    s = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    assert row["pixel"] == pytest.approx(mean)
+    assert row["ci95"] == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-5)    # t_{0.975, 2} = 4.302653
+    assert row["runs"] == [str(out / n) for n in ("queue16", "queue16-trial1", "queue16-trial2")]
+    assert "(95% CI, 3 trials)" in stdout
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -156,6 +181,7 @@ def test_sweep_negatives_writes_json_and_plot(tmp_path, capsys):
     (["ablate", "--n", "1"], "--n must be at least 2"),
     (["sweep-negatives", "--queue-sizes", "256,1k"], "--queue-sizes expects comma-separated integers, got '256,1k'"),
     (["sweep-negatives", "--queue-sizes", "0,64"], "--queue-sizes needs positive integers"),
+    (["sweep-negatives", "--trials", "0"], "--trials must be at least 1, got 0"),
     (["sweep-negatives", "--queue-sizes", "8,64", "--set", "train.batch_size=16"],
      "--queue-sizes 8 is smaller than the batch (train.batch_size=16)"),
 ])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 # Written out rather than imported so that building the parser does not import torch (every command builds it).
@@ -47,13 +46,16 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "sweep-negatives", help="Figure 7: DC-VAE pixel reconstruction error against the number of negatives",
-        description="Train a DC-VAE per queue size into OUT/queue<K>/ (finished runs are reused, interrupted ones "
-                    "resumed), measure each one's pixel reconstruction error on the test split (as Table 1's "
-                    "pixel distance), and write OUT/negatives.json and OUT/negatives.png.")
+        description="Train a DC-VAE per queue size (and trial) into OUT/queue<K>/ (and OUT/queue<K>-trial<t>/; "
+                    "finished runs are reused, interrupted ones resumed), measure each one's pixel reconstruction "
+                    "error on the test split (as Table 1's pixel distance), and write OUT/negatives.json and "
+                    "OUT/negatives.png (mean over trials, with a 95% confidence interval from two trials on).")
     p.add_argument("--out", required=True, help="folder for the runs and the results")
     _config_arguments(p)
     p.add_argument("--queue-sizes", default="256,1024,4096,8096",
                    help="comma-separated numbers of negatives (objective.queue_size; default 256,1024,4096,8096)")
+    p.add_argument("--trials", type=int, default=1,
+                   help="independently trained models per queue size, seeds train.seed + 0, 1, ... (default 1)")
     p.add_argument("--n", type=int, default=None, help="test images reconstructed (default: the whole test split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default 0)")
     p.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
@@ -93,8 +95,11 @@ def run_sweep_negatives(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_outputs(out, NEGATIVES_FILES, args.overwrite)
     sizes = parse_ints(args.queue_sizes, "--queue-sizes")
-    result = sweep_negatives(_base_config(args), out, sizes, n=args.n, seed=args.seed, batch_size=args.batch_size,
-                             device=args.device, overwrite=args.overwrite, progress=not args.no_progress)
-    print(json.dumps(result["table"], indent=2))
+    result = sweep_negatives(_base_config(args), out, sizes, trials=args.trials, n=args.n, seed=args.seed,
+                             batch_size=args.batch_size, device=args.device, overwrite=args.overwrite,
+                             progress=not args.no_progress)
+    for row in result["rows"]:
+        spread = f" ± {row['ci95']:.2f} (95% CI, {len(row['trials'])} trials)" if row["ci95"] is not None else ""
+        print(f"queue {row['queue_size']}: pixel error {row['pixel']:.2f}{spread}")
     print(f"wrote {out / 'negatives.json'} and {out / 'negatives.png'}")
     return 0

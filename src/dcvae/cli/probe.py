@@ -15,7 +15,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--preset", default="mnist", help="preset of the trained models (default mnist)")
     p.add_argument("--variants", default="dcvae,vae", help="comma-separated variants (default dcvae,vae)")
     p.add_argument("--latent-dims", default="16,32,64", help="comma-separated latent sizes (default 16,32,64)")
-    p.add_argument("--trials", type=int, default=5, help="independently trained models per cell (default 5)")
+    p.add_argument("--trials", type=int, default=5,
+                   help="independently trained models per cell, seeds train.seed + 0, 1, ... (default 5)")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a training setting for every run, e.g. --set train.iterations=3000")
     p.add_argument("--runs", nargs="+", metavar="RUN", help="probe these trained runs instead of training")
@@ -40,7 +41,8 @@ def _train_grid(args: argparse.Namespace, out: Path) -> dict[tuple[str, int], li
         for dim in parse_ints(args.latent_dims, "--latent-dims"):
             for trial in range(args.trials):
                 cfg = resolve(args.preset, None, overrides)
-                apply_overrides(cfg, {"objective.variant": variant, "model.latent_dim": dim, "train.seed": trial})
+                apply_overrides(cfg, {"objective.variant": variant, "model.latent_dim": dim,
+                                      "train.seed": cfg.train.seed + trial})
                 run_dir = train_or_reuse(cfg, out / f"{variant}-z{dim}-trial{trial}", progress=not args.no_progress,
                                          label="probe")
                 runs.setdefault((variant, dim), []).append(str(run_dir))
