@@ -14,7 +14,7 @@
 #                                      <variant>.tar for `dcvae ablate` on this side: the FID Inception (87 MB) does
 #                                      not fit in what a device call carries (64 MiB).
 #   scripts/gpu_reproduce.sh figure7   Figure 7: `dcvae sweep-negatives`' DC-VAEs with 256 / 1024 / 4096 / 8096
-#                                      negatives (mnist preset) for ITERATIONS each, then the sweep itself (pixel
+#                                      negatives (mnist preset, TRIALS seeds) for ITERATIONS each, then the sweep (pixel
 #                                      error on the test split, on the GPU: DEVICE, default cuda).
 # A run not finished within TRAIN_SECONDS is reported in progress.json, to size ITERATIONS for the next call.
 #
@@ -50,10 +50,11 @@ case $stage in
       specs+=("--set objective.variant=$variant --set train.iterations=${ITERATIONS:-10000}")
     done ;;
   figure7) preset=${PRESET:-mnist}
-    for k in 256 1024 4096 8096; do
-      names+=("queue$k")
-      specs+=("--set objective.variant=dcvae --set objective.queue_size=$k --set train.iterations=${ITERATIONS:-10000}")
-    done ;;
+    for ((trial = 0; trial < ${TRIALS:-1}; trial++)); do for k in 256 1024 4096 8096; do
+      names+=("queue$k$([ $trial -gt 0 ] && echo "-trial$trial")")
+      specs+=("--set objective.variant=dcvae --set objective.queue_size=$k --set train.seed=$trial
+               --set train.iterations=${ITERATIONS:-10000}")
+    done; done ;;
   *) echo "usage: scripts/gpu_reproduce.sh table6|table1|figure7" >&2; exit 2 ;;
 esac
 out=${OUT:-gpu-$stage}
@@ -147,7 +148,7 @@ case $stage in
       echo "not finished within TRAIN_SECONDS: $missing(see progress.json); no sweep"
     else          # reuses the finished runs: only the pixel error of each on the test split is computed
       "$py" -m dcvae.cli.main sweep-negatives --out "$runs" --preset "$preset" --queue-sizes 256,1024,4096,8096 \
-        --set train.iterations="${ITERATIONS:-10000}" "${extra[@]}" --device "${DEVICE:-cuda}" --overwrite --no-progress \
+        --trials "${TRIALS:-1}" --set train.iterations="${ITERATIONS:-10000}" "${extra[@]}" --device "${DEVICE:-cuda}" --overwrite --no-progress \
         && cp "$runs/negatives.json" "$runs/negatives.png" "$out/"
     fi ;;
 esac
