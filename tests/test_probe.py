@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from dcvae.metrics.probe import classification_error, confidence_interval, fit_linear_classifier
+from dcvae.metrics.probe import (classification_error, confidence_interval, fit_linear_classifier,
+                                 nearest_neighbour_error)
 
 from conftest import requires_mnist, tiny_mnist_config
 
@@ -20,6 +21,22 @@ def test_linear_classifier_separates_separable_data_and_not_noise():
     noise = torch.randn(400, 8, generator=g)
     fit = fit_linear_classifier(noise[:300], labels[:300])
     assert classification_error(*fit, noise[300:], labels[300:]) > 0.5      # chance is 0.75
+
+
+def test_nearest_neighbour_reads_what_a_linear_classifier_cannot():
+    # class = whether a point lies inside the unit circle: no line separates it, its neighbours do
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(3000, 2, generator=g) * 4 - 2
+    labels = (points.norm(dim=1) < 1.4).long()   # 38 % inside: a line does no better than 'all outside'
+    train, test = slice(0, 2000), slice(2000, None)
+    assert nearest_neighbour_error(points[train], labels[train], points[test], labels[test]) < 0.05
+    linear = fit_linear_classifier(points[train], labels[train])
+    assert classification_error(*linear, points[test], labels[test]) > 0.3
+    # by hand: 1-NN and 3-NN votes on a line of labelled points
+    train_x, train_y = torch.tensor([[0.0], [1.0], [2.0], [10.0]]), torch.tensor([0, 0, 1, 1])
+    test_x, test_y = torch.tensor([[0.9], [1.6], [9.0]]), torch.tensor([0, 1, 1])
+    assert nearest_neighbour_error(train_x, train_y, test_x, test_y, k=1) == 0.0
+    assert nearest_neighbour_error(train_x, train_y, test_x, test_y, k=3) == 1 / 3   # 1.6's 3 nearest (2, 1, 0) vote 0
 
 
 def test_confidence_interval_by_hand():

@@ -68,6 +68,24 @@ def classification_error(linear: torch.nn.Linear, mean: torch.Tensor, std: torch
     return float((predictions != labels).double().mean())
 
 
+def nearest_neighbour_error(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                            test_labels: torch.Tensor, k: int = 5) -> float:
+    """Test error in [0, 1] of a k-nearest-neighbour vote (Euclidean, on features standardised by the train split).
+
+    Not the Table 6 protocol: a non-linear read-out of the same features, which tells whether what a linear
+    classifier misses is in them at all. train_features [N, d], test_features [M, d]; ties go to the lower class.
+    """
+    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-8)
+    train, test = (train_features - mean) / std, (test_features - mean) / std
+    classes = int(train_labels.max()) + 1
+    wrong = 0
+    for start in range(0, len(test), 1000):   # a [1000, N] distance block at a time
+        nearest = torch.cdist(test[start:start + 1000], train).topk(k, largest=False).indices
+        votes = F.one_hot(train_labels[nearest], classes).sum(1)
+        wrong += int((votes.argmax(1) != test_labels[start:start + 1000]).sum())
+    return wrong / len(test)
+
+
 def probe_error(model, train_set: Dataset, test_set: Dataset) -> float:
     """Test error in [0, 1] of a linear classifier trained on the train-set latents of `model`."""
     train_z, train_y = encode_dataset(model, train_set)
