@@ -6,7 +6,7 @@ test error of
   - `mu, 5-NN`: a vote of the 5 nearest training means (standardised): what mu holds, read non-linearly;
   - `trunk, linear`: the same logistic regression on the input of the encoder's head (the trunk's last map,
     flattened or summed as the encoder does): what the 16..64 numbers of mu were projected from;
-and once per data set the linear and 5-NN read-outs of the raw pixels. One JSON line per checkpoint too.
+and once per data set the linear (standardised) and 5-NN (raw) read-outs of the pixels. One JSON line per checkpoint too.
 
     .venv/bin/python scripts/probe_readouts.py RUN_OR_CHECKPOINT [...] [--json FILE]
 """
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import torch
 from torch.utils.data import DataLoader
 
 from dcvae.data import build_dataset
+from dcvae.errors import UserError
 from dcvae.metrics.probe import (classification_error, encode_dataset, fit_linear_classifier,
                                  nearest_neighbour_error)
 from dcvae.model import load
@@ -34,7 +36,7 @@ def head_inputs(model, dataset) -> torch.Tensor:
     """What the encoder's head reads: [N, features] (the trunk's last map, flattened or summed)."""
     encoder, out = model.encoder, []
     for x, _ in DataLoader(dataset, batch_size=500, shuffle=False):
-        last = encoder.trunk(model._check_images(x))[-1]
+        last = encoder.trunk(x.to(model.device).contiguous(memory_format=model.memory_format))[-1]
         out.append((last.flatten(1) if encoder.flatten else encoder.trunk.pool(last)).cpu())
     return torch.cat(out)
 
@@ -58,7 +60,8 @@ def main() -> None:
             train_y = torch.cat([torch.as_tensor(y) for _, y in DataLoader(train_set, batch_size=1000)])
             test_y = torch.cat([torch.as_tensor(y) for _, y in DataLoader(test_set, batch_size=1000)])
             pixel_errors[key] = {"pixels_linear": linear_error(train_px, train_y, test_px, test_y),
-                                 "pixels_5nn": nearest_neighbour_error(train_px, train_y, test_px, test_y, k=5)}
+                                 "pixels_5nn": nearest_neighbour_error(train_px, train_y, test_px, test_y, k=5,
+                                                                     standardise=False)}
             print(f"{d.dataset} {m.resolution}px: pixels linear {100 * pixel_errors[key]['pixels_linear']:.2f}%, "
                   f"pixels 5-NN {100 * pixel_errors[key]['pixels_5nn']:.2f}%", flush=True)
         train_mu, train_y = encode_dataset(model, train_set)
@@ -80,4 +83,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as error:   # a checkpoint that is missing, or a data set without labels
+        sys.exit(f"error: {error}")

@@ -37,6 +37,11 @@ def test_nearest_neighbour_reads_what_a_linear_classifier_cannot():
     test_x, test_y = torch.tensor([[0.9], [1.6], [9.0]]), torch.tensor([0, 1, 1])
     assert nearest_neighbour_error(train_x, train_y, test_x, test_y, k=1) == 0.0
     assert nearest_neighbour_error(train_x, train_y, test_x, test_y, k=3) == 1 / 3   # 1.6's 3 nearest (2, 1, 0) vote 0
+    # standardising lets a small-scale but decisive feature count: (0.9, 0) is nearer (1, 0.1) in raw units
+    train_x, train_y = torch.tensor([[0.0, 0.0], [1.0, 0.1]]), torch.tensor([0, 1])
+    test_x, test_y = torch.tensor([[0.9, 0.0]]), torch.tensor([0])
+    assert nearest_neighbour_error(train_x, train_y, test_x, test_y, k=1) == 0.0
+    assert nearest_neighbour_error(train_x, train_y, test_x, test_y, k=1, standardise=False) == 1.0
 
 
 def test_confidence_interval_by_hand():

@@ -69,14 +69,17 @@ def classification_error(linear: torch.nn.Linear, mean: torch.Tensor, std: torch
 
 
 def nearest_neighbour_error(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                            test_labels: torch.Tensor, k: int = 5) -> float:
-    """Test error in [0, 1] of a k-nearest-neighbour vote (Euclidean, on features standardised by the train split).
+                            test_labels: torch.Tensor, k: int = 5, standardise: bool = True) -> float:
+    """Test error in [0, 1] of a k-nearest-neighbour vote (Euclidean; on features standardised by the train split,
+    as the linear probe's, unless `standardise` is False: raw pixels, whose rarely inked border would be blown up).
 
     Not the Table 6 protocol: a non-linear read-out of the same features, which tells whether what a linear
     classifier misses is in them at all. train_features [N, d], test_features [M, d]; ties go to the lower class.
     """
-    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-8)
-    train, test = (train_features - mean) / std, (test_features - mean) / std
+    train, test = train_features.float(), test_features.float()
+    if standardise:
+        mean, std = train.mean(0), train.std(0).clamp_min(1e-8)
+        train, test = (train - mean) / std, (test - mean) / std
     classes = int(train_labels.max()) + 1
     wrong = 0
     for start in range(0, len(test), 1000):   # a [1000, N] distance block at a time
