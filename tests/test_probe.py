@@ -24,7 +24,7 @@ def test_linear_classifier_separates_separable_data_and_not_noise():
 
 
 def test_nearest_neighbour_reads_what_a_linear_classifier_cannot():
-    # class = whether a point lies inside the unit circle: no line separates it, its neighbours do
+    # class = whether a point lies inside a circle: no line separates it, its neighbours do
     g = torch.Generator().manual_seed(0)
     points = torch.rand(3000, 2, generator=g) * 4 - 2
     labels = (points.norm(dim=1) < 1.4).long()   # 38 % inside: a line does no better than 'all outside'
