@@ -23,23 +23,21 @@ from torch.utils.data import DataLoader
 
 from dcvae.data import build_dataset
 from dcvae.errors import UserError
-from dcvae.metrics.probe import (classification_error, encode_dataset, fit_linear_classifier,
-                                 nearest_neighbour_error)
+from dcvae.metrics.probe import encode_dataset, linear_probe_error, nearest_neighbour_error
 from dcvae.model import load
-
-
-def linear_error(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
-    return classification_error(*fit_linear_classifier(train_x, train_y), test_x, test_y)
 
 
 @torch.no_grad()
 def head_inputs(model, dataset) -> torch.Tensor:
-    """What the encoder's head reads: [N, features] (the trunk's last map, flattened or summed)."""
-    encoder, out = model.encoder, []
-    for x, _ in DataLoader(dataset, batch_size=500, shuffle=False):
-        last = encoder.trunk(x.to(model.device).contiguous(memory_format=model.memory_format))[-1]
-        out.append((last.flatten(1) if encoder.flatten else encoder.trunk.pool(last)).cpu())
-    return torch.cat(out)
+    """What the encoder's head reads, for every image: [N, features]."""
+    return torch.cat([model.encoder.head_input(x.to(model.device).contiguous(memory_format=model.memory_format)).cpu()
+                      for x, _ in DataLoader(dataset, batch_size=500, shuffle=False)])
+
+
+def pixels_and_labels(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flattened images [N, C*H*W] in [-1, 1] and their labels [N], in one pass over the data set."""
+    batches = list(DataLoader(dataset, batch_size=1000, shuffle=False))
+    return torch.cat([x.flatten(1) for x, _ in batches]), torch.cat([torch.as_tensor(y) for _, y in batches])
 
 
 def main() -> None:
@@ -56,11 +54,8 @@ def main() -> None:
         test_set = build_dataset(d, m.image_channels, m.resolution, split="test")
         key = (d.dataset, d.root, m.image_channels, m.resolution)
         if key not in pixel_errors:
-            train_px = torch.cat([x.flatten(1) for x, _ in DataLoader(train_set, batch_size=1000)])
-            test_px = torch.cat([x.flatten(1) for x, _ in DataLoader(test_set, batch_size=1000)])
-            train_y = torch.cat([torch.as_tensor(y) for _, y in DataLoader(train_set, batch_size=1000)])
-            test_y = torch.cat([torch.as_tensor(y) for _, y in DataLoader(test_set, batch_size=1000)])
-            pixel_errors[key] = {"pixels_linear": linear_error(train_px, train_y, test_px, test_y),
+            (train_px, train_y), (test_px, test_y) = pixels_and_labels(train_set), pixels_and_labels(test_set)
+            pixel_errors[key] = {"pixels_linear": linear_probe_error(train_px, train_y, test_px, test_y),
                                  "pixels_5nn": nearest_neighbour_error(train_px, train_y, test_px, test_y, k=5,
                                                                      standardise=False)}
             print(f"{d.dataset} {m.resolution}px: pixels linear {100 * pixel_errors[key]['pixels_linear']:.2f}%, "
@@ -70,9 +65,9 @@ def main() -> None:
         train_h, test_h = head_inputs(model, train_set), head_inputs(model, test_set)
         row = {"checkpoint": str(model.checkpoint), "iteration": model.iteration,
                "variant": model.config.objective.variant, "latent_dim": m.latent_dim, "encoder_pool": m.encoder_pool,
-               "mu_linear": linear_error(train_mu, train_y, test_mu, test_y),
+               "mu_linear": linear_probe_error(train_mu, train_y, test_mu, test_y),
                "mu_5nn": nearest_neighbour_error(train_mu, train_y, test_mu, test_y, k=5),
-               "trunk_linear": linear_error(train_h, train_y, test_h, test_y), "trunk_features": train_h.shape[1],
+               "trunk_linear": linear_probe_error(train_h, train_y, test_h, test_y), "trunk_features": train_h.shape[1],
                **pixel_errors[key], "seconds": round(time.perf_counter() - started, 1)}
         print(f"{row['checkpoint']} ({row['variant']}, d_z={row['latent_dim']}, iteration {row['iteration']}): "
               f"mu linear {100 * row['mu_linear']:.2f}%, mu 5-NN {100 * row['mu_5nn']:.2f}%, "

@@ -34,6 +34,11 @@ def encode_dataset(model, dataset: Dataset, batch_size: int = 500) -> tuple[torc
     return torch.cat(latents), labels
 
 
+def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation of [N, d] features (a constant feature gets std 1e-8, not 0)."""
+    return features.mean(0), features.std(0).clamp_min(1e-8)
+
+
 def fit_linear_classifier(features: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-4,
                           max_iterations: int = 100) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression on standardised features, full-batch L-BFGS in float64 (deterministic).
@@ -41,7 +46,7 @@ def fit_linear_classifier(features: torch.Tensor, labels: torch.Tensor, weight_d
     features [N, d], labels [N] in 0..K-1 -> (linear layer, feature mean [d], feature std [d]).
     """
     x = features.double()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    mean, std = standardisation(x)
     x = (x - mean) / std
     classes = int(labels.max()) + 1
     linear = torch.nn.Linear(x.shape[1], classes).double()
@@ -68,6 +73,12 @@ def classification_error(linear: torch.nn.Linear, mean: torch.Tensor, std: torch
     return float((predictions != labels).double().mean())
 
 
+def linear_probe_error(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                       test_labels: torch.Tensor) -> float:
+    """Test error in [0, 1] of the linear classifier (`fit_linear_classifier`) fitted on the train features."""
+    return classification_error(*fit_linear_classifier(train_features, train_labels), test_features, test_labels)
+
+
 def nearest_neighbour_error(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                             test_labels: torch.Tensor, k: int = 5, standardise: bool = True) -> float:
     """Test error in [0, 1] of a k-nearest-neighbour vote (Euclidean; on features standardised by the train split,
@@ -78,7 +89,7 @@ def nearest_neighbour_error(train_features: torch.Tensor, train_labels: torch.Te
     """
     train, test = train_features.float(), test_features.float()
     if standardise:
-        mean, std = train.mean(0), train.std(0).clamp_min(1e-8)
+        mean, std = standardisation(train)
         train, test = (train - mean) / std, (test - mean) / std
     classes = int(train_labels.max()) + 1
     wrong = 0
@@ -93,7 +104,7 @@ def probe_error(model, train_set: Dataset, test_set: Dataset) -> float:
     """Test error in [0, 1] of a linear classifier trained on the train-set latents of `model`."""
     train_z, train_y = encode_dataset(model, train_set)
     test_z, test_y = encode_dataset(model, test_set)
-    return classification_error(*fit_linear_classifier(train_z, train_y), test_z, test_y)
+    return linear_probe_error(train_z, train_y, test_z, test_y)
 
 
 @dataclass

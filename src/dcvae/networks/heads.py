@@ -28,10 +28,13 @@ class Encoder(nn.Module):
         features = math.prod(trunk.block_shapes[-1]) if self.flatten else trunk.feature_dim
         self.head = trunk.head_linear(features, 2 * latent_dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def head_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the trunk's last map, pooled or flattened -> [N, features]."""
         last = self.trunk(x)[-1]
-        h = last.flatten(1) if self.flatten else self.trunk.pool(last)
-        mu, logvar = self.head(h).chunk(2, dim=1)
+        return last.flatten(1) if self.flatten else self.trunk.pool(last)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.head_input(x)).chunk(2, dim=1)
         return mu, logvar
 
 
