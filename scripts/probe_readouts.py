@@ -23,15 +23,21 @@ from torch.utils.data import DataLoader
 
 from dcvae.data import build_dataset
 from dcvae.errors import UserError
-from dcvae.metrics.probe import encode_dataset, linear_probe_error, nearest_neighbour_error
+from dcvae.metrics.probe import linear_probe_error, nearest_neighbour_error, require_labels
 from dcvae.model import load
 
 
 @torch.no_grad()
-def head_inputs(model, dataset) -> torch.Tensor:
-    """What the encoder's head reads, for every image: [N, features]."""
-    return torch.cat([model.encoder.head_input(x.to(model.device).contiguous(memory_format=model.memory_format)).cpu()
-                      for x, _ in DataLoader(dataset, batch_size=500, shuffle=False)])
+def encoder_readouts(model, dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One pass of the encoder over a labelled data set: what its head reads [N, features], the posterior means
+    the head makes of it [N, latent] (what `encode_dataset` returns), and the labels [N]."""
+    inputs, means, labels = [], [], []
+    for x, y in DataLoader(dataset, batch_size=500, shuffle=False):
+        h = model.encoder.head_input(x.to(model.device, torch.float32).contiguous(memory_format=model.memory_format))
+        inputs.append(h.cpu())
+        means.append(model.encoder.posterior(h)[0].cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(inputs), torch.cat(means), require_labels(torch.cat(labels))
 
 
 def pixels_and_labels(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,9 +66,8 @@ def main() -> None:
                                                                      standardise=False)}
             print(f"{d.dataset} {m.resolution}px: pixels linear {100 * pixel_errors[key]['pixels_linear']:.2f}%, "
                   f"pixels 5-NN {100 * pixel_errors[key]['pixels_5nn']:.2f}%", flush=True)
-        train_mu, train_y = encode_dataset(model, train_set)
-        test_mu, test_y = encode_dataset(model, test_set)
-        train_h, test_h = head_inputs(model, train_set), head_inputs(model, test_set)
+        train_h, train_mu, train_y = encoder_readouts(model, train_set)
+        test_h, test_mu, test_y = encoder_readouts(model, test_set)
         row = {"checkpoint": str(model.checkpoint), "iteration": model.iteration,
                "variant": model.config.objective.variant, "latent_dim": m.latent_dim, "encoder_pool": m.encoder_pool,
                "mu_linear": linear_probe_error(train_mu, train_y, test_mu, test_y),

@@ -28,10 +28,14 @@ def encode_dataset(model, dataset: Dataset, batch_size: int = 500) -> tuple[torc
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         latents.append(model.encode(x).cpu())
         labels.append(torch.as_tensor(y))
-    labels = torch.cat(labels)
+    return torch.cat(latents), require_labels(torch.cat(labels))
+
+
+def require_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The labels [N] of a data set, refused when it has none (its loader gives -1)."""
     if (labels < 0).any():
         raise UserError("the linear probe needs a labelled data set (mnist, fashion-mnist, cifar10, stl10 train/test)")
-    return torch.cat(latents), labels
+    return labels
 
 
 def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,9 +33,13 @@ class Encoder(nn.Module):
         last = self.trunk(x)[-1]
         return last.flatten(1) if self.flatten else self.trunk.pool(last)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.head(self.head_input(x)).chunk(2, dim=1)
+    def posterior(self, head_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head alone: [N, features] from `head_input` -> (mu [N, latent_dim], logvar [N, latent_dim])."""
+        mu, logvar = self.head(head_input).chunk(2, dim=1)
         return mu, logvar
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.posterior(self.head_input(x))
 
 
 class BlockHead(nn.Module):
