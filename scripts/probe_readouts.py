@@ -33,7 +33,7 @@ def encoder_readouts(model, dataset) -> tuple[torch.Tensor, torch.Tensor, torch.
     the head makes of it [N, latent] (what `encode_dataset` returns), and the labels [N]."""
     inputs, means, labels = [], [], []
     for x, y in DataLoader(dataset, batch_size=500, shuffle=False):
-        h = model.encoder.head_input(x.to(model.device, torch.float32).contiguous(memory_format=model.memory_format))
+        h = model.encoder.head_input(model.prepare_images(x))
         inputs.append(h.cpu())
         means.append(model.encoder.posterior(h)[0].cpu())
         labels.append(torch.as_tensor(y))
@@ -41,9 +41,10 @@ def encoder_readouts(model, dataset) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 def pixels_and_labels(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """The flattened images [N, C*H*W] in [-1, 1] and their labels [N], in one pass over the data set."""
+    """The flattened images [N, C*H*W] in [-1, 1] and their labels [N], in one pass over a labelled data set."""
     batches = list(DataLoader(dataset, batch_size=1000, shuffle=False))
-    return torch.cat([x.flatten(1) for x, _ in batches]), torch.cat([torch.as_tensor(y) for _, y in batches])
+    return (torch.cat([x.flatten(1) for x, _ in batches]),
+            require_labels(torch.cat([torch.as_tensor(y) for _, y in batches])))
 
 
 def main() -> None:

@@ -39,7 +39,9 @@ class DCVAE(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _check_images(self, x: torch.Tensor) -> torch.Tensor:
+    def prepare_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Images [N, C, H, W] in [-1, 1], checked against the model's shape, on its device in float32 and its
+        memory format: what the encoder takes."""
         m = self.config.model
         expected = (m.image_channels, m.resolution, m.resolution)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
@@ -50,7 +52,7 @@ class DCVAE(nn.Module):
     def encode(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
                ) -> torch.Tensor:
         """x [N, C, H, W] in [-1, 1] -> latent [N, latent_dim]: the posterior mean, or a sample of q(z|x)."""
-        mu, logvar = self.encoder(self._check_images(x))
+        mu, logvar = self.encoder(self.prepare_images(x))
         if not sample:
             return mu
         return mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, device=mu.device)
