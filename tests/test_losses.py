@@ -95,3 +95,18 @@ def test_pixel_and_feature_reconstruction():
     loss = losses.feature_reconstruction_loss(real, rec)
     loss.backward()
     assert math.isclose(loss.item(), 1.0) and real.grad is None and rec.grad is not None
+
+
+def test_bernoulli_reconstruction_by_hand():
+    x = torch.tensor([[[[-1.0, 1.0, 0.0]]], [[[1.0, 1.0, -1.0]]]])        # pixels 0, 1, 0.5 | 1, 1, 0
+    x_rec = torch.tensor([[[[0.0, 0.5, 0.0]]], [[[1.0, 0.0, -0.5]]]])     # means 0.5, 0.75, 0.5 | 1, 0.5, 0.25
+    # -[t log p + (1 - t) log(1 - p)] summed: ln 2 + ln(4/3) + ln 2 | 0 + ln 2 + ln(4/3)
+    expected = 3 * math.log(2) + 2 * math.log(4 / 3)
+    assert math.isclose(float(losses.bernoulli_reconstruction_loss(x, x_rec)), expected, rel_tol=1e-6)
+    # for binary pixels it is Bernoulli's negative log-likelihood; exact 0 / 1 means cost PyTorch's clamp of 100 nats
+    binary, means = (torch.rand(4, 1, 5, 5) > 0.5).float() * 2 - 1, torch.rand(4, 1, 5, 5) * 1.8 - 0.9
+    nll = -torch.distributions.Bernoulli(probs=(means + 1) / 2).log_prob((binary + 1) / 2).sum()
+    torch.testing.assert_close(losses.bernoulli_reconstruction_loss(binary, means), nll)
+    assert math.isclose(float(losses.bernoulli_reconstruction_loss(-torch.ones(1, 1, 1, 1), torch.ones(1, 1, 1, 1))),
+                        100.0)
+

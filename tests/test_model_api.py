@@ -41,10 +41,12 @@ def test_load_encode_decode_interpolate(tmp_path):
 
 
 @requires_mnist
-def test_a_flattened_encoder_pool_is_rebuilt_on_load(tmp_path):
-    train(tiny_mnist_config(**{"train.iterations": 2, "model.encoder_pool": "flatten"}), tmp_path / "run",
-          progress=False)
+def test_the_encoder_options_are_rebuilt_on_load(tmp_path):
+    train(tiny_mnist_config(**{"train.iterations": 2, "model.encoder_pool": "flatten",
+                               "model.encoder_spectral_norm": False}), tmp_path / "run", progress=False)
     model = dcvae.load(tmp_path / "run")
     assert model.config.model.encoder_pool == "flatten" and model.encoder.head.in_features == 4 * 8 * 16
+    assert model.config.model.encoder_spectral_norm is False
+    assert not any(torch.nn.utils.parametrize.is_parametrized(layer) for layer in model.encoder.modules())
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     assert model.encode(x).shape == (2, 8)

@@ -67,6 +67,39 @@ def test_flattened_encoder_pool_exists_for_the_compact_backbone_only():
         cfg.validate()
 
 
+@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+def test_an_encoder_without_spectral_norm_is_the_same_network_on_plain_weights(name):
+    """model.encoder_spectral_norm=false removes the normalisation from every encoder layer and nothing else: given
+    the normalised encoder's effective weights (W / sigma(W)), the plain encoder computes the same posterior."""
+    m = preset(name).model
+    normalised = build_networks(m).encoder.eval()
+    m.encoder_spectral_norm = False
+    nets = build_networks(m)
+    plain = nets.encoder.eval()
+    assert count_parameters(plain) == count_parameters(normalised)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(layer) for layer in plain.modules())
+    assert all(torch.nn.utils.parametrize.is_parametrized(layer) for layer in nets.discriminator.trunk.modules()
+               if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)))
+    with torch.no_grad():
+        for name, target in plain.named_modules():
+            if isinstance(target, (torch.nn.Conv2d, torch.nn.Linear)):
+                source = normalised.get_submodule(name)
+                target.weight.copy_(source.weight)          # in eval mode: the weight divided by its spectral norm
+                if target.bias is not None:
+                    target.bias.copy_(source.bias)
+    x = torch.rand(3, m.image_channels, 32, 32) * 2 - 1
+    for a, b in zip(plain(x), normalised(x)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_removing_the_encoders_spectral_norm_is_refused_on_the_progressive_backbone():
+    cfg = preset("cifar10")
+    cfg.model.backbone, cfg.model.resolution = "progressive", 64
+    cfg.model.encoder_spectral_norm = False
+    with pytest.raises(UserError, match="32x32 backbones only"):
+        cfg.validate()
+
+
 def test_upsampling_folded_into_the_convolution_by_hand():
     """Nearest x2 then a 3x3 convolution, computed at the low resolution: on a 1-channel 2x2 image with an all-ones
     kernel and bias 0.5, each output is 0.5 plus the sum of the upsampled 4x4 image over its 3x3 window."""
@@ -225,3 +258,24 @@ def test_reconstruction_terms_of_ablations(variant):
     assert ("loss/pixel" in stats) == (variant == "vae")
     assert ("loss/feature" in stats) == (variant == "vaegan")
     assert ("loss/g" in stats) == (variant == "vaegan")
+
+
+def test_the_bernoulli_vae_loss_is_the_negative_elbo_at_kl_weight_one():
+    nets, _, x = _setup()
+    objective = ObjectiveConfig(variant="vae", pixel_likelihood="bernoulli", kl_weight=1.0)
+    loss, stats = generator_phase(nets, x, objective, TERMS["vae"], _noise(), 16)
+    # both terms summed over the batch: loss = sum over images of (BCE + KL); stats are per image
+    torch.testing.assert_close(loss.detach(), len(x) * (stats["loss/bernoulli"] + stats["kl"]))
+    assert 0 < stats["loss/pixel"] < 4 and stats["loss/bernoulli"] > 0       # the MSE is still logged beside it
+
+
+def test_a_pixel_likelihood_is_refused_for_a_variant_without_a_pixel_term():
+    cfg = preset("mnist")
+    cfg.objective.pixel_likelihood = "bernoulli"
+    with pytest.raises(UserError, match="pixel term of the vae variant.*variant=vae"):
+        cfg.validate()
+    cfg.objective.variant = "vae"
+    cfg.validate()
+    cfg.objective.pixel_likelihood = "laplace"
+    with pytest.raises(UserError, match="pixel_likelihood"):
+        cfg.validate()

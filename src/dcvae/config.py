@@ -36,6 +36,10 @@ class ModelConfig:
                                          # sum (over space: AutoGAN's, released code; the compact family copies
                                          # it) | flatten (compact32 only: the 4x4 map's 4w*16 values, keeping
                                          # where each feature was found; not in the paper; see docs/design.md)
+    encoder_spectral_norm: bool = True   # spectral norm on every conv and Linear of the encoder, as on the
+                                         # discriminator whose architecture it shares (released code); false:
+                                         # none in the encoder (32x32 backbones; the discriminator keeps it; not
+                                         # in the paper; see docs/design.md)
 
 
 @dataclass
@@ -53,6 +57,10 @@ class ObjectiveConfig:
     patch_queue_size: int = 1024
     patch_weight: float = 0.125
     reconstruction_weight: float = 1.0   # vae: pixel MSE; vaegan: discriminator-feature MSE (not used by dcvae)
+    pixel_likelihood: str = "gaussian"   # the vae's pixel term: gaussian (mean squared error: the released code's
+                                         # Table 1 ablation) | bernoulli (binary cross-entropy of the pixels in
+                                         # [0, 1], summed over pixels and batch as the KL is: with kl_weight=1, the
+                                         # negative ELBO of Guided-VAE's MNIST VAE; not in the paper)
 
 
 @dataclass
@@ -179,9 +187,16 @@ class Config:
         if m.encoder_pool == "flatten" and m.backbone != "compact32":
             raise UserError(f"model.encoder_pool=flatten exists for the compact32 backbone only (this one is "
                             f"{m.backbone}); use model.encoder_pool=sum")
+        if not m.encoder_spectral_norm and progressive:
+            raise UserError("model.encoder_spectral_norm=false exists for the 32x32 backbones only: the progressive "
+                            "encoder has no spectral norm to remove (equalised learning rate instead); drop the setting")
         _choice("model.resolution", m.resolution, tuple(4 << level for level in range(1, 9)) if progressive else (32,))
         _choice("objective.variant", o.variant, VARIANTS)
         _choice("objective.gan_loss", o.gan_loss, ("hinge", "logistic"))
+        _choice("objective.pixel_likelihood", o.pixel_likelihood, ("gaussian", "bernoulli"))
+        if o.pixel_likelihood != "gaussian" and o.variant != "vae":
+            raise UserError(f"objective.pixel_likelihood={o.pixel_likelihood} is the pixel term of the vae variant; "
+                            f"variant={o.variant} has none (use --set objective.variant=vae, or drop the setting)")
         _choice("data.dataset", d.dataset, ("mnist", "fashion-mnist", "cifar10", "stl10", "celeba", "celebahq",
                                             "lsun_bedroom", "folder"))
         _choice("data.on_bad_image", d.on_bad_image, ("error", "skip"))

@@ -37,7 +37,8 @@ def build_networks(model) -> Networks:
     else:
         trunk_cls, decoder_cls = {"autogan32": (AutoGANTrunk, AutoGANDecoder),
                                   "compact32": (CompactTrunk, CompactDecoder)}[model.backbone]
-        encoder = Encoder(trunk_cls(c, model.dis_width), model.latent_dim, pool=model.encoder_pool)
+        encoder = Encoder(trunk_cls(c, model.dis_width, use_spectral_norm=model.encoder_spectral_norm),
+                          model.latent_dim, pool=model.encoder_pool)
         decoder = decoder_cls(model.latent_dim, model.gen_width, c)
         trunk = trunk_cls(c, model.dis_width)
     return Networks(encoder, decoder, ContrastiveDiscriminator(trunk, model.contrastive_dim))

@@ -5,11 +5,13 @@ At paper width (latent 128, gen_width 256, dis_width 128, contrastive dim 16) th
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import conv3x3_avg_pool2, init_autogan_, spectral_linear, spectral_norm, upsample_nearest_conv3x3
+from .layers import conv3x3_avg_pool2, head_linear, init_autogan_, spectral_norm, upsample_nearest_conv3x3
 
 
 class DecoderCell(nn.Module):
@@ -149,8 +151,8 @@ class AutoGANTrunk(nn.Module):
         init_autogan_(self)
         if use_spectral_norm:
             spectral_norm(self)
-
-    head_linear = staticmethod(spectral_linear)   # what the encoder and discriminator heads are made of
+        # what the encoder and discriminator heads are made of: spectral-norm exactly when the trunk is
+        self.head_linear = functools.partial(head_linear, spectral=use_spectral_norm)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []

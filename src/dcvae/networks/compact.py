@@ -5,11 +5,13 @@ costs 3.5 GFLOP per image). Same interfaces as the AutoGAN backbone, so every ob
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import init_autogan_, spectral_linear, spectral_norm
+from .layers import head_linear, init_autogan_, spectral_norm
 
 
 class CompactDecoder(nn.Module):
@@ -54,8 +56,8 @@ class CompactTrunk(nn.Module):
         init_autogan_(self)
         if use_spectral_norm:
             spectral_norm(self)
-
-    head_linear = staticmethod(spectral_linear)   # what the encoder and discriminator heads are made of
+        # what the encoder and discriminator heads are made of: spectral-norm exactly when the trunk is
+        self.head_linear = functools.partial(head_linear, spectral=use_spectral_norm)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []

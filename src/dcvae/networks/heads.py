@@ -13,7 +13,7 @@ from torch import nn
 class Encoder(nn.Module):
     """q(z|x): image [N, C, H, W] in [-1, 1] -> (mu [N, latent_dim], logvar [N, latent_dim]).
 
-    The trunk is the discriminator's; the head is a spectral-norm Linear(feature -> 2 * latent, no bias). Its
+    The trunk is the discriminator's architecture; the head is its `head_linear(feature -> 2 * latent, no bias)`. Its
     input is the trunk's last map [N, C', H', W'] pooled by the trunk (pool="sum", the paper's) or flattened
     (pool="flatten": C' * H' * W' features that keep where in the image each feature was found).
     """

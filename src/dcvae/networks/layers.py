@@ -26,9 +26,11 @@ def spectral_norm(module: nn.Module) -> nn.Module:
     return module
 
 
-def spectral_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Module:
-    """The heads' Linear on the 32x32 trunks (released code): spectral-norm nn.Linear with PyTorch's default init."""
-    return spectral_norm(nn.Linear(in_features, out_features, bias=bias))
+def head_linear(in_features: int, out_features: int, bias: bool = True, spectral: bool = True) -> nn.Module:
+    """The heads' Linear on the 32x32 trunks: nn.Linear with PyTorch's default init, spectral-norm when its trunk is
+    (always in the released code)."""
+    linear = nn.Linear(in_features, out_features, bias=bias)
+    return spectral_norm(linear) if spectral else linear
 
 
 def upsample_nearest_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -26,6 +26,15 @@ def pixel_reconstruction_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Ten
     return F.mse_loss(x_rec, x)
 
 
+def bernoulli_reconstruction_loss(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) of a Bernoulli decoder whose means are the decoder's pixels: binary cross-entropy between x and
+    x_rec, both mapped from [-1, 1] to [0, 1] (grey levels are targets as they are, the usual relaxation), summed
+    over pixels and batch like `kl_divergence`, so that `kl_weight = 1` weighs the two as the ELBO does. Computed in
+    float32 outside autocast (binary cross-entropy is not autocast-safe); log p is clamped at -100 (PyTorch's)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return F.binary_cross_entropy((x_rec.float() + 1) / 2, (x.float() + 1) / 2, reduction="sum")
+
+
 def feature_reconstruction_loss(feature_real: torch.Tensor, feature_rec: torch.Tensor) -> torch.Tensor:
     """Eq. 3's ||F_D(x) - F_D(x_rec)||^2 (mean over batch and feature dims); the real features are a fixed target."""
     return F.mse_loss(feature_rec, feature_real.detach())

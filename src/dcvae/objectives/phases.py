@@ -74,9 +74,14 @@ def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms
     loss = obj.kl_weight * kl
     stats = {"kl": kl.detach() / len(x)}
     if terms.reconstruction == "pixel":
-        rec = losses.pixel_reconstruction_loss(x.float(), x_rec.float())
+        squared_error = losses.pixel_reconstruction_loss(x.float(), x_rec.float())
+        if obj.pixel_likelihood == "bernoulli":
+            rec = losses.bernoulli_reconstruction_loss(x, x_rec)
+            stats["loss/bernoulli"] = rec.detach() / len(x)        # nats per image
+        else:
+            rec = squared_error
         loss = loss + obj.reconstruction_weight * rec
-        stats["loss/pixel"] = rec.detach()
+        stats["loss/pixel"] = squared_error.detach()              # logged for either likelihood: comparable
     if terms.gan or terms.reconstruction == "feature":
         d_rec = nets.discriminator(x_rec)
     if terms.gan:
