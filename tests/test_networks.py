@@ -81,9 +81,9 @@ def test_an_encoder_without_spectral_norm_is_the_same_network_on_plain_weights(n
     assert all(torch.nn.utils.parametrize.is_parametrized(layer) for layer in nets.discriminator.trunk.modules()
                if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)))
     with torch.no_grad():
-        for name, target in plain.named_modules():
+        for path, target in plain.named_modules():
             if isinstance(target, (torch.nn.Conv2d, torch.nn.Linear)):
-                source = normalised.get_submodule(name)
+                source = normalised.get_submodule(path)
                 target.weight.copy_(source.weight)          # in eval mode: the weight divided by its spectral norm
                 if target.bias is not None:
                     target.bias.copy_(source.bias)
