@@ -7,7 +7,7 @@ test error of
   - `trunk, linear`: the same logistic regression on the input of the encoder's head (the trunk's last map,
     flattened or summed as the encoder does): what the 16..64 numbers of mu were projected from;
 and once per data set the linear (standardised) and 5-NN (raw) read-outs of the pixels. With --json, one JSON line
-per checkpoint too.
+per checkpoint too, with the checkpoint's whole `model` and `objective` configuration.
 
     .venv/bin/python scripts/probe_readouts.py RUN_OR_CHECKPOINT [...] [--json FILE]
 """
@@ -74,7 +74,9 @@ def main() -> None:
                "mu_linear": linear_probe_error(train_mu, train_y, test_mu, test_y),
                "mu_5nn": nearest_neighbour_error(train_mu, train_y, test_mu, test_y, k=5),
                "trunk_linear": linear_probe_error(train_h, train_y, test_h, test_y), "trunk_features": train_h.shape[1],
-               **pixel_errors[key], "seconds": round(time.perf_counter() - started, 1)}
+               **pixel_errors[key], "seconds": round(time.perf_counter() - started, 1),
+               # the whole sections, so that a row names every option its encoder was trained with
+               "model": model.config.to_dict()["model"], "objective": model.config.to_dict()["objective"]}
         print(f"{row['checkpoint']} ({row['variant']}, d_z={row['latent_dim']}, iteration {row['iteration']}): "
               f"mu linear {100 * row['mu_linear']:.2f}%, mu 5-NN {100 * row['mu_5nn']:.2f}%, "
               f"trunk ({row['trunk_features']} features) linear {100 * row['trunk_linear']:.2f}% "
