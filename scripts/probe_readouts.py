@@ -14,6 +14,7 @@ per checkpoint too, with the checkpoint's whole `model` and `objective` configur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -76,7 +77,7 @@ def main() -> None:
                "trunk_linear": linear_probe_error(train_h, train_y, test_h, test_y), "trunk_features": train_h.shape[1],
                **pixel_errors[key], "seconds": round(time.perf_counter() - started, 1),
                # the whole sections, so that a row names every option its encoder was trained with
-               "model": model.config.to_dict()["model"], "objective": model.config.to_dict()["objective"]}
+               "model": dataclasses.asdict(m), "objective": dataclasses.asdict(model.config.objective)}
         print(f"{row['checkpoint']} ({row['variant']}, d_z={row['latent_dim']}, iteration {row['iteration']}): "
               f"mu linear {100 * row['mu_linear']:.2f}%, mu 5-NN {100 * row['mu_5nn']:.2f}%, "
               f"trunk ({row['trunk_features']} features) linear {100 * row['trunk_linear']:.2f}% "
