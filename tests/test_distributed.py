@@ -1,7 +1,6 @@
 """Two CPU processes (torchrun, gloo) train, checkpoint and resume with the same code as one process."""
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,32 +63,112 @@ def test_resume_with_another_process_count_is_refused(tmp_path, capsys):
 
 @requires_mnist
 def test_two_processes_follow_one_process_with_the_same_global_batch(tmp_path):
-    """2 processes x batch 8 (prior samples 16) against 1 process x batch 16 (prior samples 32), same seed: same
-    images, same noise rows, batch statistics of the global batch, averaged gradients -> the same weights after 3
-    iterations up to float summation order. Only rank 0 writes: one TensorBoard file, one log line per step."""
+    """2 processes x batch 8 (prior samples 16) against 1 process x batch 16 (prior samples 32), same seed: the same
+    images, noise rows and global batch statistics give the same losses of the global batch. Only rank 0 writes:
+    one TensorBoard file, one log line per step.
+
+    Iteration 1's D steps and adversarial losses are forward passes of identical weights: equal up to rounding.
+    After that the runs drift apart within float32: the two processes take their batch statistics through another
+    summation than one process does, D is piecewise linear (LeakyReLU), and a unit within rounding of its kink
+    takes the other slope in one run (seen on an AVX-512 CPU); Adam's sign-like first steps turn such a change of a
+    near-zero gradient into a step of +-lr. So later losses are compared loosely here; the arithmetic of the
+    distributed step is checked exactly, in float64, by `test_distributed_phases_give_the_global_batch_gradients`.
+    """
     two = _torchrun(tmp_path, 3, out="two")
     assert two.returncode == 0, two.stderr[-2000:]
     one = _torchrun(tmp_path, 3, "--set", "train.batch_size=16", "--set", "train.sample_batch_size=32",
                     processes=1, out="one")
     assert one.returncode == 0, one.stderr[-2000:]
-    a = load_file(str(tmp_path / "one" / "checkpoints" / "iter-0000003" / "model.safetensors"))
-    b = load_file(str(tmp_path / "two" / "checkpoints" / "iter-0000003" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    # A convolution's bias right before BatchNorm has a gradient of exactly zero in exact arithmetic; Adam's first
-    # steps move it by +-lr whatever the sign of the rounding noise, and the BatchNorm's running mean follows it.
-    # Nothing downstream depends on them, so they are left out; every other tensor matches.
-    invariant = re.compile(r"decoder(_ema)?\.stages\.\d\.(1\.bias|2\.running_mean)$")
-    compared = [k for k in a if a[k].is_floating_point() and not invariant.match(k)]
-    assert len(compared) > 40
-    worst = max(float((a[k] - b[k]).abs().max()) for k in compared)
-    assert worst < 2e-5, worst
     log = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
            for run in ("one", "two")}
     assert [r["iteration"] for r in log["two"]] == [1, 2, 3]         # one line per step: only rank 0 writes
+    first_one, first_two = log["one"][0], log["two"][0]
+    for key in ("loss/d", "d/real", "d/fake", "d/rec", "loss/g"):
+        assert first_one[key] == pytest.approx(first_two[key], rel=1e-5, abs=1e-7), key
     for r1, r2 in zip(log["one"], log["two"]):                       # losses of the global batch, every iteration
-        for key in ("loss/d", "loss/g", "loss/nce_final", "kl", "acc/b1"):
-            assert r1[key] == pytest.approx(r2[key], rel=1e-4, abs=1e-6), key
+        for key in ("loss/d", "loss/g", "loss/nce_b1", "loss/nce_final", "kl"):
+            assert r1[key] == pytest.approx(r2[key], rel=2e-2), (r1["iteration"], key)
+    a = load_file(str(tmp_path / "one" / "checkpoints" / "iter-0000003" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "checkpoints" / "iter-0000003" / "model.safetensors"))
+    assert a.keys() == b.keys()
     assert len(list((tmp_path / "two" / "tensorboard").iterdir())) == 1
+
+
+def _phase_gradients(rank: int, world: int, init_file: str, out: str, variant: str, likelihood: str) -> None:
+    """One process of `test_distributed_phases_give_the_global_batch_gradients`: the adversarial and the
+    contrastive phase on this rank's slice of a fixed global batch, float64 networks, gradients averaged as the
+    training loop averages them; rank 0 saves them."""
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    from dcvae.config import ModelConfig, ObjectiveConfig
+    from dcvae.networks import build_networks
+    from dcvae.objectives.noise import BatchNoise
+    from dcvae.objectives.phases import TERMS, contrastive_phase, generator_phase
+    from dcvae.objectives.queue import NegativeQueue
+    from dcvae.training.distributed import average_gradients, use_global_batch_statistics
+
+    torch.set_num_threads(1)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = ModelConfig(backbone="compact32", image_channels=1, gen_width=8, dis_width=8, latent_dim=8)
+    objective = ObjectiveConfig(variant=variant, pixel_likelihood=likelihood, queue_size=32,
+                                kl_weight=1.0 if likelihood == "bernoulli" else 1e-2)
+    nets = build_networks(model)
+    for module in (nets.encoder, nets.decoder, nets.discriminator):
+        use_global_batch_statistics(module).double().train()
+    momentum = build_networks(model).discriminator.double().eval()
+    queues = nn.ModuleDict({name: NegativeQueue(32, model.contrastive_dim, torch.Generator().manual_seed(1))
+                            for name in objective.contrastive_layers}).double()
+    images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2 - 1
+    x = images[rank * 16 // world:(rank + 1) * 16 // world]
+    noise = BatchNoise(torch.device("cpu"), rank, world)
+    gradients = {}
+    for phase in ("generator", "contrastive") if TERMS[variant].contrastive else ("generator",):
+        noise.seed(3)
+        if phase == "generator":
+            loss, _ = generator_phase(nets, x, objective, TERMS[variant], noise, 32 // world, world)
+            params = [*nets.encoder.parameters(), *nets.decoder.parameters()]
+        else:
+            loss, _, _ = contrastive_phase(nets, momentum, queues, x, objective, noise, False, world)
+            params = [*nets.encoder.parameters(), *nets.decoder.parameters(), *nets.discriminator.parameters()]
+        for p in params:
+            p.grad = None
+        loss.backward()
+        average_gradients(params)
+        gradients[phase] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    if rank == 0:
+        torch.save(gradients, out)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("variant, likelihood", [("dcvae", "gaussian"), ("vae", "bernoulli")])
+def test_distributed_phases_give_the_global_batch_gradients(tmp_path, variant, likelihood):
+    """Two gloo processes, each with half of a batch of 16, against one process with all 16, in float64 (where no
+    rounding reaches a LeakyReLU's kink): the averaged gradients of the adversarial / reconstruction phase and of
+    the contrastive phase are those of the global batch. This covers the terms summed over the batch (the KL,
+    the Bernoulli likelihood: scaled by the number of processes), the mean-reduced terms, the BatchNorm statistics
+    of the global batch with their gradient, and the noise rows of each rank."""
+    import torch
+    import torch.multiprocessing as mp
+
+    results = {}
+    for world in (1, 2):
+        out = str(tmp_path / f"world{world}.pt")
+        mp.spawn(_phase_gradients, args=(world, str(tmp_path / f"init{world}"), out, variant, likelihood),
+                 nprocs=world, join=True)
+        results[world] = torch.load(out, weights_only=True)
+    assert list(results[2]) == (["generator", "contrastive"] if variant == "dcvae" else ["generator"])
+    for phase, one in results[1].items():
+        two = results[2][phase]
+        scale = max(float(g.abs().max()) for g in one)
+        assert scale > 0
+        worst = max(float((a - b).abs().max()) for a, b in zip(one, two))
+        # float32 only in the loss heads (KL, InfoNCE and the logits are taken in float32): ~1e-7 relative
+        assert worst < 1e-5 * scale, (phase, worst, scale)
 
 
 def _children(pid: int) -> list[int]:

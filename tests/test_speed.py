@@ -36,7 +36,7 @@ def test_the_graph_free_d_step_gives_the_released_updates():
 
 def _phase_gradients(trainer: Trainer, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The loss and every parameter gradient of the D, E/G and contrastive phases on one batch, no update."""
-    nets, o = trainer.nets, trainer.objective
+    nets, o = trainer.nets, trainer.cfg.objective
     out = {}
 
     def record(phase: str, loss: torch.Tensor, modules: dict) -> None:
@@ -105,7 +105,7 @@ def test_the_reference_path_computes_the_gradients_that_no_update_uses():
         trainer = _trainer()
         x, _ = trainer.stream.next()
         trainer.noise.seed(0)
-        loss, _ = discriminator_phase(trainer.nets, x, trainer.objective, trainer.noise, with_graph)
+        loss, _ = discriminator_phase(trainer.nets, x, trainer.cfg.objective, trainer.noise, with_graph)
         loss.backward()
         encoder_grads = [p.grad for p in trainer.nets.encoder.parameters()]
         assert all(g is not None for g in encoder_grads) == with_graph

@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+from ..config import PRESETS
 from ..errors import UserError
 
 
 def _config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="named experiment: cifar10, stl10, mnist, fashion32")
+    p.add_argument("--preset", help=f"named experiment: {', '.join(PRESETS)}")
     p.add_argument("--config", metavar="FILE", help="YAML or JSON file with model/objective/data/train sections")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override one setting, e.g. --set train.lr=1e-4 (repeatable)")
@@ -43,7 +44,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.validate()
     else:
         if not (args.preset or args.config):
-            raise UserError("say what to train: --preset NAME (cifar10, stl10, mnist, fashion32) or --config FILE")
+            raise UserError(f"say what to train: --preset NAME ({', '.join(PRESETS)}) or --config FILE")
         cfg = _resolve(args)
         run_dir = Path(args.out) if args.out else Path("runs") / f"{args.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.dry_run:

@@ -11,6 +11,11 @@ discriminator's trunk and contrastive heads. Which terms each variant has:
     dcvae            GAN      GAN + KL                      InfoNCE + KL            (Eq. 9)
 
 Each function returns (loss, stats) where stats are detached scalars for logging.
+
+With several processes each holds a slice of the global batch and the loop averages gradients over processes: a
+term that is a mean over the batch then comes out as one process with the whole batch would compute it, but a term
+summed over the batch (the released code's KL, the Bernoulli likelihood) would shrink by the number of processes,
+weakening the KL against the mean-reduced GAN and contrastive terms. `processes` restores the global sum.
 """
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, n
     with torch.set_grad_enabled(reconstruction_graph):
         x_rec, _, _ = _encode_decode(nets, x, noise)
     with torch.no_grad():
-        x_fake = nets.decoder(noise.normal(len(x), nets.encoder.latent_dim))
+        x_fake = nets.decoder(noise.normal(len(x), nets.encoder.latent_dim, dtype=x.dtype))
     real, fake, rec = (nets.discriminator(v)["logit"].float() for v in (x, x_fake, x_rec))
     loss = losses.gan_discriminator_loss(real, fake, rec, obj.gan_loss)
     return loss, {"loss/d": loss.detach(), "d/real": real.mean().detach(), "d/fake": fake.mean().detach(),
@@ -67,17 +72,19 @@ def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, n
 
 
 def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms: Terms, noise: BatchNoise,
-                    sample_batch_size: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Encoder/decoder update: KL, plus the variant's reconstruction and GAN terms."""
+                    sample_batch_size: int, processes: int = 1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Encoder/decoder update: KL, plus the variant's reconstruction and GAN terms. `processes`: how many hold a
+    slice of the global batch (batch-summed terms are scaled by it; see the module docstring)."""
     x_rec, mu, logvar = _encode_decode(nets, x, noise)
     kl = losses.kl_divergence(mu.float(), logvar.float())
-    loss = obj.kl_weight * kl
+    loss = obj.kl_weight * processes * kl
     stats = {"kl": kl.detach() / len(x)}
     if terms.reconstruction == "pixel":
         squared_error = losses.pixel_reconstruction_loss(x.float(), x_rec.float())
         if obj.pixel_likelihood == "bernoulli":
             rec = losses.bernoulli_reconstruction_loss(x, x_rec)
             stats["loss/bernoulli"] = rec.detach() / len(x)        # nats per image
+            rec = processes * rec
         else:
             rec = squared_error
         loss = loss + obj.reconstruction_weight * rec
@@ -85,7 +92,7 @@ def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms
     if terms.gan or terms.reconstruction == "feature":
         d_rec = nets.discriminator(x_rec)
     if terms.gan:
-        x_fake = nets.decoder(noise.normal(sample_batch_size, nets.encoder.latent_dim))
+        x_fake = nets.decoder(noise.normal(sample_batch_size, nets.encoder.latent_dim, dtype=x.dtype))
         g = losses.gan_generator_loss(nets.discriminator(x_fake)["logit"].float(), d_rec["logit"].float(),
                                       obj.gan_loss)
         loss = loss + g
@@ -100,13 +107,13 @@ def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms
 
 
 def contrastive_phase(nets: Networks, momentum_discriminator: nn.Module, queues: nn.ModuleDict, x: torch.Tensor,
-                      obj: ObjectiveConfig, noise: BatchNoise, patch_on: bool
+                      obj: ObjectiveConfig, noise: BatchNoise, patch_on: bool, processes: int = 1
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Instance-level loss (Eq. 8): InfoNCE on each contrastive layer (deep supervision) and, once `patch_on`,
     on one random 1x1xC location of `obj.patch_layer` (local patch, Sec. 4.2); plus KL.
 
-    Queries are the reconstructions through the live D, keys the inputs through the momentum D.
-    Returns (loss, stats, keys to enqueue {queue name: [B, d]}).
+    Queries are the reconstructions through the live D, keys the inputs through the momentum D. `processes`: as in
+    `generator_phase`. Returns (loss, stats, keys to enqueue {queue name: [B, d]}).
     """
     layers = tuple(obj.contrastive_layers)
     maps = (obj.patch_layer,) if patch_on else ()
@@ -115,7 +122,7 @@ def contrastive_phase(nets: Networks, momentum_discriminator: nn.Module, queues:
     x_rec, mu, logvar = _encode_decode(nets, x, noise)
     queries = nets.discriminator(x_rec, layers, maps)
     kl = losses.kl_divergence(mu.float(), logvar.float())
-    loss = obj.kl_weight * kl
+    loss = obj.kl_weight * processes * kl
     stats = {"kl": kl.detach() / len(x)}
     weights = obj.contrastive_weights or [1.0 / len(layers)] * len(layers)
     new_keys = {}

@@ -10,7 +10,6 @@ queues. Only rank 0 writes.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import json
 import logging
@@ -155,9 +154,6 @@ class Trainer:
         bf16 = t.mixed_precision == "bf16" if bf16 is None else bf16
         self.autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=bf16)
         self.terms = TERMS[o.variant]
-        # The KL is summed over the batch (released code) and gradients are averaged over processes, so the KL of
-        # the global batch needs its weight times the number of processes; one process is unchanged.
-        self.objective = dataclasses.replace(o, kl_weight=o.kl_weight * accelerator.num_processes)
         torch.set_flush_denormal(t.flush_denormal)
         set_seed(t.seed)   # torch (identical initial weights on every rank), Python and NumPy, as saved in checkpoints
         self.nets = build_networks(cfg.model)
@@ -255,7 +251,7 @@ class Trainer:
         """One generator iteration -> the logged statistics; raises NonFiniteError on divergence (the state is then
         partly updated: roll back with `load`)."""
         cfg, nets, acc = self.cfg, self.nets, self.acc
-        o, t = self.objective, cfg.train
+        o, t = cfg.objective, cfg.train
         stats: dict[str, torch.Tensor] = {}
         self.noise.seed(t.seed * 1_000_003 ** 2 + self.iteration)
         phase = self._enter_phase()
@@ -273,7 +269,8 @@ class Trainer:
         if self.terms.gan or self.terms.reconstruction:
             nets.discriminator.requires_grad_(False)  # D is a fixed critic here: no gradient for its weights
             with self.autocast():
-                loss, s = generator_phase(nets, x, o, self.terms, self.noise, sample_batch_size)
+                loss, s = generator_phase(nets, x, o, self.terms, self.noise, sample_batch_size,
+                                          acc.num_processes)
             self._step("generator", loss, ("encoder", "decoder"))
             nets.discriminator.requires_grad_(True)
             stats.update(s)
@@ -282,7 +279,7 @@ class Trainer:
             patch_on = bool(o.patch_layer) and self.iteration >= o.patch_start
             with self.autocast():
                 loss, s, keys = contrastive_phase(nets, self.momentum_discriminator, self.queues, x, o, self.noise,
-                                                  patch_on)
+                                                  patch_on, acc.num_processes)
             self._step("contrastive", loss, ("encoder", "decoder", "discriminator"))
             for name, k in keys.items():
                 self.queues[name].enqueue(acc.gather(k.float().contiguous()))
