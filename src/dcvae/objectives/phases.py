@@ -52,6 +52,14 @@ def _encode_decode(nets: Networks, x: torch.Tensor, noise: BatchNoise
     return nets.decoder(losses.reparameterize(mu, logvar, eps)), mu, logvar
 
 
+def _kl_term(mu: torch.Tensor, logvar: torch.Tensor, obj: ObjectiveConfig, processes: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The KL's share of the loss (summed over this process's batch, times `processes`: see the module docstring)
+    and the KL per image, detached, for logging."""
+    kl = losses.kl_divergence(mu.float(), logvar.float())
+    return obj.kl_weight * processes * kl, kl.detach() / len(mu)
+
+
 def discriminator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, noise: BatchNoise,
                         reconstruction_graph: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Set-level loss for D on real x [B, C, H, W], prior samples (B of them) and reconstructions of x.
@@ -76,9 +84,8 @@ def generator_phase(nets: Networks, x: torch.Tensor, obj: ObjectiveConfig, terms
     """Encoder/decoder update: KL, plus the variant's reconstruction and GAN terms. `processes`: how many hold a
     slice of the global batch (batch-summed terms are scaled by it; see the module docstring)."""
     x_rec, mu, logvar = _encode_decode(nets, x, noise)
-    kl = losses.kl_divergence(mu.float(), logvar.float())
-    loss = obj.kl_weight * processes * kl
-    stats = {"kl": kl.detach() / len(x)}
+    loss, kl_per_image = _kl_term(mu, logvar, obj, processes)
+    stats = {"kl": kl_per_image}
     if terms.reconstruction == "pixel":
         squared_error = losses.pixel_reconstruction_loss(x.float(), x_rec.float())
         if obj.pixel_likelihood == "bernoulli":
@@ -121,9 +128,8 @@ def contrastive_phase(nets: Networks, momentum_discriminator: nn.Module, queues:
         keys = momentum_discriminator(x, layers, maps)
     x_rec, mu, logvar = _encode_decode(nets, x, noise)
     queries = nets.discriminator(x_rec, layers, maps)
-    kl = losses.kl_divergence(mu.float(), logvar.float())
-    loss = obj.kl_weight * processes * kl
-    stats = {"kl": kl.detach() / len(x)}
+    loss, kl_per_image = _kl_term(mu, logvar, obj, processes)
+    stats = {"kl": kl_per_image}
     weights = obj.contrastive_weights or [1.0 / len(layers)] * len(layers)
     new_keys = {}
     for name, weight in zip(layers, weights):
