@@ -58,6 +58,23 @@ def test_info_nce_equals_cross_entropy_over_positive_and_queue_logits():
     assert 0.0 <= float(acc) <= 1.0
 
 
+def test_info_nce_under_bf16_autocast_keeps_float32_similarities():
+    # Autocast would run the query-queue matmul in bf16 even on float32 inputs; the loss and its gradient must stay
+    # those of float32 (bf16 rounding alone moves this loss by 2e-4 and its gradient by 5e-4 of the largest element).
+    torch.manual_seed(0)
+    q, k = torch.randn(8, 128), torch.randn(8, 128)
+    queue = F.normalize(torch.randn(4096, 128), dim=1)
+    q32, q16 = q.clone().requires_grad_(), q.clone().requires_grad_()
+    loss32, _ = losses.info_nce(q32, k, queue)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss16, _ = losses.info_nce(q16, k, queue)
+    loss32.backward()
+    loss16.backward()
+    assert loss16.dtype == torch.float32
+    assert abs((loss16 - loss32).item()) < 1e-6
+    assert torch.allclose(q16.grad, q32.grad, rtol=0, atol=1e-6 * float(q32.grad.abs().max()) + 1e-9)
+
+
 def test_info_nce_perfect_match_has_full_accuracy_and_small_loss():
     k = torch.eye(4, 16)
     queue = -torch.eye(8, 16)  # negatives point away
