@@ -104,3 +104,37 @@ def test_probe_error_is_an_evaluate_metric_on_the_whole_splits(tiny_run):
     with pytest.raises(UserError, match="probe_error, which needs class labels"):
         tiny_mnist_config(**{"data.dataset": "folder", "data.root": str(tiny_run), "train.eval_every": 3,
                              "train.eval_metrics": ["probe_error"]})
+
+
+def test_probe_curve_script_collects_evaluations_and_their_training_records(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def training(it, kl):
+        return {"iteration": it, "epoch": 0, "images_per_s": 100.0 + it, "kl": kl, "acc/b1": 0.25, "acc/final": 0.5}
+
+    def evaluation(it, error):
+        return {"iteration": it, "event": "evaluate", "eval/probe_error": error, "eval/decoder": "ema"}
+
+    records = [training(2, 9.0), training(4, 7.04), evaluation(4, 0.3), training(6, 5.0), evaluation(6, 0.2),
+               training(8, 4.0), evaluation(8, 0.1)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"probe_error_by_iteration": {"4": 0.5}}))
+    script = Path(__file__).parents[1] / "scripts" / "probe_curve.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "--command", "dcvae train X",
+                           "--max-iteration", "6", "--compare", str(other)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    curve = json.loads(done.stdout)
+    assert curve["run"] == "dcvae train X"
+    assert curve["probe_error_by_iteration"] == {"4": 0.3, "6": 0.2}          # 8 lies beyond --max-iteration
+    assert curve["kl_nats_per_image"] == {"4": 7.0, "6": 5.0}
+    assert curve["images_per_s"] == {"4": 104.0, "6": 106.0}
+    assert curve["contrastive_top1_b1_final"]["6"] == [0.25, 0.5]
+    assert done.stderr.split() == ["4", "30.00", "%", "50.00", "%", "6", "20.00", "%", "-"]
+
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(training(2, 9.0)) + "\n")
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), "--command", "x"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "train.eval_metrics=probe_error" in done.stderr
