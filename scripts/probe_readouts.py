@@ -2,13 +2,15 @@
 
 For each checkpoint, on the labelled train / test splits of its data set (MNIST for the `mnist` preset), print the
 test error of
-  - `mu, linear`: the Table 6 protocol (dcvae.metrics.probe: logistic regression on standardised mu, L-BFGS),
+  - `mu, linear`: the Table 6 protocol (dcvae.metrics.probe: logistic regression on whitened mu, L-BFGS),
     with its error on the train split and its test error when L-BFGS may take 1,000 iterations instead of 100:
     whether what it misses is the optimiser's (the two test errors differ) or the linear map's (train = test);
+  - `mu, linear, standardised`: the same classifier on standardised mu (the probe before 2026-12-04), which
+    depends on how the encoder's head scales the directions of mu;
   - `mu, 5-NN`: a vote of the 5 nearest training means (standardised): what mu holds, read non-linearly;
-  - `trunk, linear`: the same logistic regression on the input of the encoder's head (the trunk's last map,
-    flattened or summed as the encoder does): what the 16..64 numbers of mu were projected from;
-and once per data set the linear (standardised) and 5-NN (raw) read-outs of the pixels. With --json, one JSON line
+  - `trunk, linear`: the same (whitened) logistic regression on the input of the encoder's head (the trunk's last
+    map, flattened or summed as the encoder does): what the 16..64 numbers of mu were projected from;
+and once per data set the linear (whitened) and 5-NN (raw) read-outs of the pixels. With --json, one JSON line
 per checkpoint too, with the checkpoint's whole `model` and `objective` configuration.
 
     .venv/bin/python scripts/probe_readouts.py RUN_OR_CHECKPOINT [...] [--json FILE]
@@ -80,6 +82,7 @@ def main() -> None:
                "mu_linear_train": classification_error(*probe, train_mu, train_y),
                "mu_linear_1000": classification_error(*fit_linear_classifier(train_mu, train_y, max_iterations=1000),
                                                      test_mu, test_y),
+               "mu_linear_standardised": linear_probe_error(train_mu, train_y, test_mu, test_y, "standardised"),
                "mu_5nn": nearest_neighbour_error(train_mu, train_y, test_mu, test_y, k=5),
                "trunk_linear": linear_probe_error(train_h, train_y, test_h, test_y), "trunk_features": train_h.shape[1],
                **pixel_errors[key], "seconds": round(time.perf_counter() - started, 1),
@@ -87,7 +90,8 @@ def main() -> None:
                "model": dataclasses.asdict(m), "objective": dataclasses.asdict(model.config.objective)}
         print(f"{row['checkpoint']} ({row['variant']}, d_z={row['latent_dim']}, iteration {row['iteration']}): "
               f"mu linear {100 * row['mu_linear']:.2f}% (train {100 * row['mu_linear_train']:.2f}%, "
-              f"1,000 L-BFGS iterations {100 * row['mu_linear_1000']:.2f}%), mu 5-NN {100 * row['mu_5nn']:.2f}%, "
+              f"1,000 L-BFGS iterations {100 * row['mu_linear_1000']:.2f}%, standardised "
+              f"{100 * row['mu_linear_standardised']:.2f}%), mu 5-NN {100 * row['mu_5nn']:.2f}%, "
               f"trunk ({row['trunk_features']} features) linear {100 * row['trunk_linear']:.2f}% "
               f"[{row['seconds']} s]", flush=True)
         if args.json:

@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs", nargs="+", metavar="RUN", help="probe these trained runs instead of training")
     p.add_argument("--train-images", type=int, help="fit the classifier on the first N training images (default all)")
     p.add_argument("--test-images", type=int, help="test on the first N test images (default all)")
+    p.add_argument("--scaling", choices=("whitened", "standardised"), default="whitened",
+                   help="input of the linear classifier: mu whitened by the train split's PCA (default), or "
+                        "standardised per feature (the probe's default before 2026-12-04)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         runs = _train_grid(args, out)
     started = time.time()
     result = table6(runs, progress=not args.no_progress, train_images=args.train_images,
-                    test_images=args.test_images)
+                    test_images=args.test_images, scaling=args.scaling)
     result["probe_seconds"] = round(time.time() - started, 1)
     result["date"] = time.strftime("%Y-%m-%d")
     atomic_write_text(out / "table6.json", json.dumps(result, indent=2))
