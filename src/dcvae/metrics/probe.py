@@ -20,20 +20,17 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import UserError
 
-SCALINGS = ("whitened", "standardised")
-CLASSIFIER = {
-    "whitened": "multinomial logistic regression on whitened features (the train split's PCA whitening: the same "
-                "classifier for any invertible linear map of the features), L-BFGS, float64, weight decay 1e-4, at "
-                "most 100 iterations, trained on the train split",
-    "standardised": "multinomial logistic regression on standardised features (per-feature mean 0, std 1), L-BFGS, "
-                    "float64, weight decay 1e-4, at most 100 iterations, trained on the train split (the default "
-                    "before 2026-12-04)"}
+SCALINGS = {"whitened": "whitened features (the train split's PCA whitening: the same classifier for any "
+                        "invertible linear map of the features)",
+            "standardised": "standardised features (per-feature mean 0, std 1; the default before 2026-12-04)"}
 
 
 def protocol(scaling: str = "whitened") -> dict[str, str]:
     """What the probe of `probe_error` / `table6` does, for a result's JSON."""
     return {"features": "posterior mean mu of the frozen encoder (eval mode)", "scaling": scaling,
-            "classifier": CLASSIFIER[scaling], "metric": "classification error on the test split"}
+            "classifier": f"multinomial logistic regression on {SCALINGS[scaling]}, L-BFGS, float64, weight decay "
+                          "1e-4, at most 100 iterations, trained on the train split",
+            "metric": "classification error on the test split"}
 
 
 @torch.no_grad()
@@ -84,12 +81,13 @@ def fit_linear_classifier(features: torch.Tensor, labels: torch.Tensor, weight_d
     """
     if scaling not in SCALINGS:
         raise UserError(f"unknown probe scaling {scaling!r}; use one of {', '.join(SCALINGS)}")
+    x = features.double()
     if scaling == "whitened":
-        mean, feature_map = whitening(features)
+        mean, feature_map = whitening(x)
     else:
-        mean, std = standardisation(features.double())
+        mean, std = standardisation(x)
         feature_map = torch.diag(1 / std)
-    x = (features.double() - mean) @ feature_map
+    x = (x - mean) @ feature_map
     classes = int(labels.max()) + 1
     linear = torch.nn.Linear(x.shape[1], classes).double()
     torch.nn.init.zeros_(linear.weight)
