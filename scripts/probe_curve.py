@@ -1,9 +1,9 @@
 """A Table 6 run's probe curve as one JSON file: what the files under docs/results/table6-probe-curves/ hold.
 
 From a run folder trained with `--set train.eval_metrics=probe_error`, take each periodic evaluation's probe error
-from metrics.jsonl and, from the training record logged at the same iteration, the KL (nats per image), the
-contrastive top-1 accuracies (b1, final) and the images/s; add the read-out rows that `scripts/probe_readouts.py
---json` wrote, if given. Print the JSON to stdout; with --compare, also print to stderr this curve beside the
+(and its scaling, where the record names it) from metrics.jsonl and, from the training record logged at the same
+iteration, the KL (nats per image), the contrastive top-1 accuracies (b1, final) and the images/s; add the read-out
+rows that `scripts/probe_readouts.py --json` wrote, if given. Print the JSON to stdout; with --compare, also print to stderr this curve beside the
 `probe_error_by_iteration` of another such file, iteration by iteration.
 
     .venv/bin/python scripts/probe_curve.py RUN --command "dcvae train ..." [--readouts FILE] [--max-iteration N]
@@ -21,7 +21,7 @@ READOUTS_SCRIPT = "OMP_NUM_THREADS=1 .venv/bin/python scripts/probe_readouts.py 
 
 def read_curve(run: Path, max_iteration: int | None) -> dict:
     """The run's evaluations and the training statistics logged at their iterations, keyed by str(iteration)."""
-    training, probe = {}, {}
+    training, probe, scaling = {}, {}, {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         it = record["iteration"]
@@ -29,6 +29,8 @@ def read_curve(run: Path, max_iteration: int | None) -> dict:
             continue
         if record.get("event") == "evaluate" and record.get("eval/probe_error") is not None:
             probe[it] = record["eval/probe_error"]
+            if "eval/probe_scaling" in record:  # records written before the field existed do not name it
+                scaling[it] = record["eval/probe_scaling"]
         elif "images_per_s" in record:
             training[it] = record
     if not probe:
@@ -38,6 +40,7 @@ def read_curve(run: Path, max_iteration: int | None) -> dict:
     logged = [it for it in its if it in training]
     return {
         "probe_error_by_iteration": {str(it): probe[it] for it in its},
+        **({"probe_scaling_by_iteration": {str(it): scaling[it] for it in its if it in scaling}} if scaling else {}),
         "kl_nats_per_image": {str(it): round(training[it]["kl"], 1) for it in logged},
         "contrastive_top1_b1_final": {str(it): [round(training[it]["acc/b1"], 3), round(training[it]["acc/final"], 3)]
                                       for it in logged if "acc/b1" in training[it]},

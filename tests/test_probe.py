@@ -134,6 +134,7 @@ def test_probe_error_is_an_evaluate_metric_on_the_whole_splits(tiny_run):
     assert probe["features"].startswith("posterior mean") and "sampling" not in result["protocol"]
     last = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "evaluate" and last["eval/probe_error"] == round(error, 6)
+    assert last["eval/probe_scaling"] == probe["scaling"] == "whitened"
 
     # the same number as the probe of `dcvae probe` on the same splits
     from dcvae.data import build_dataset
@@ -159,8 +160,8 @@ def test_probe_curve_script_collects_evaluations_and_their_training_records(tmp_
     def evaluation(it, error):
         return {"iteration": it, "event": "evaluate", "eval/probe_error": error, "eval/decoder": "ema"}
 
-    records = [training(2, 9.0), training(4, 7.04), evaluation(4, 0.3), training(6, 5.0), evaluation(6, 0.2),
-               training(8, 4.0), evaluation(8, 0.1)]
+    records = [training(2, 9.0), training(4, 7.04), evaluation(4, 0.3), training(6, 5.0),
+               {**evaluation(6, 0.2), "eval/probe_scaling": "whitened"}, training(8, 4.0), evaluation(8, 0.1)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"probe_error_by_iteration": {"4": 0.5}}))
@@ -171,6 +172,7 @@ def test_probe_curve_script_collects_evaluations_and_their_training_records(tmp_
     curve = json.loads(done.stdout)
     assert curve["run"] == "dcvae train X"
     assert curve["probe_error_by_iteration"] == {"4": 0.3, "6": 0.2}          # 8 lies beyond --max-iteration
+    assert curve["probe_scaling_by_iteration"] == {"6": "whitened"}         # 4's record predates the field
     assert curve["kl_nats_per_image"] == {"4": 7.0, "6": 5.0}
     assert curve["images_per_s"] == {"4": 104.0, "6": 106.0}
     assert curve["contrastive_top1_b1_final"]["6"] == [0.25, 0.5]

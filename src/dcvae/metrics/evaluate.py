@@ -484,6 +484,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
                   "eval/n_real": reference_info.get("n_real"), "eval/n_recon": n_recon if recon_data else None,
                   "eval/reference_split": reference_info.get("split"), "eval/decoder": decoder,
                   "eval/truncation": truncation, "eval/seed": seed,
+                  **({"eval/probe_scaling": protocol["probe"]["scaling"]} if "probe" in protocol else {}),
                   "eval/result": str(out_path) if out_path else None}
         # One write of one line in append mode: a concurrent training process's lines are not interleaved with it.
         with open(run / "metrics.jsonl", "a") as f:
