@@ -3,8 +3,8 @@
 From a run folder trained with `--set train.eval_metrics=probe_error`, take each periodic evaluation's probe error
 (and its scaling, where the record names it) from metrics.jsonl and, from the training record logged at the same
 iteration, the KL (nats per image), the contrastive top-1 accuracies (b1, final) and the images/s; add the read-out
-rows that `scripts/probe_readouts.py --json` wrote, if given. Print the JSON to stdout; with --compare, also print to stderr this curve beside the
-`probe_error_by_iteration` of another such file, iteration by iteration.
+rows that `scripts/probe_readouts.py --json` wrote, if given. Print the JSON to stdout; with --compare, also print
+to stderr this curve beside the `probe_error_by_iteration` of another such file, iteration by iteration.
 
     .venv/bin/python scripts/probe_curve.py RUN --command "dcvae train ..." [--readouts FILE] [--max-iteration N]
         [--compare OTHER.json] > curve.json

@@ -34,7 +34,7 @@ from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
 from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance,
                         inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
-from .probe import probe_error, protocol as probe_protocol
+from .probe import DEFAULT_SCALING as PROBE_SCALING, probe_error, protocol as probe_protocol
 from .ppl import EPSILON, PPL_DEFINITION, SLERP_DEFINITION, path_length_samples, percentile_filter
 from .weights import cache_root
 
@@ -404,7 +404,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
             kept = percentile_filter(samples)
             values[name], ppl_kept[name] = float(kept.mean()), int(kept.size)
     if probe_sets is not None:
-        values["probe_error"] = probe_error(model, *probe_sets)
+        values["probe_error"] = probe_error(model, *probe_sets, scaling=PROBE_SCALING)
 
     protocol: dict = {
         "metrics": wanted,
@@ -442,7 +442,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     if "perceptual" in wanted:
         protocol["perceptual"] = PERCEPTUAL_DEFINITION
     if probe_sets is not None:
-        protocol["probe"] = {**probe_protocol(), "train": probe_sets[0].description, "n_train": len(probe_sets[0]),
+        protocol["probe"] = {**probe_protocol(PROBE_SCALING), "train": probe_sets[0].description, "n_train": len(probe_sets[0]),
                              "test": probe_sets[1].description, "n_test": len(probe_sets[1])}
     if ppl_wanted:
         protocol["ppl"] = {

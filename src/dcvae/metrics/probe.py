@@ -20,12 +20,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..errors import UserError
 
+DEFAULT_SCALING = "whitened"
 SCALINGS = {"whitened": "whitened features (the train split's PCA whitening: the same classifier for any "
                         "invertible linear map of the features)",
             "standardised": "standardised features (per-feature mean 0, std 1; the default before 2026-12-04)"}
 
 
-def protocol(scaling: str = "whitened") -> dict[str, str]:
+def protocol(scaling: str = DEFAULT_SCALING) -> dict[str, str]:
     """What the probe of `probe_error` / `table6` does, for a result's JSON."""
     return {"features": "posterior mean mu of the frozen encoder (eval mode)", "scaling": scaling,
             "classifier": f"multinomial logistic regression on {SCALINGS[scaling]}, L-BFGS, float64, weight decay "
@@ -71,7 +72,7 @@ def whitening(features: torch.Tensor, relative_floor: float = 1e-10) -> tuple[to
 
 
 def fit_linear_classifier(features: torch.Tensor, labels: torch.Tensor, weight_decay: float = 1e-4,
-                          max_iterations: int = 100, scaling: str = "whitened",
+                          max_iterations: int = 100, scaling: str = DEFAULT_SCALING,
                           ) -> tuple[torch.nn.Linear, torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression on whitened (or standardised) features, full-batch L-BFGS in float64
     (deterministic).
@@ -114,7 +115,7 @@ def classification_error(linear: torch.nn.Linear, mean: torch.Tensor, feature_ma
 
 
 def linear_probe_error(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                       test_labels: torch.Tensor, scaling: str = "whitened") -> float:
+                       test_labels: torch.Tensor, scaling: str = DEFAULT_SCALING) -> float:
     """Test error in [0, 1] of the linear classifier (`fit_linear_classifier`) fitted on the train features."""
     return classification_error(*fit_linear_classifier(train_features, train_labels, scaling=scaling),
                                 test_features, test_labels)
@@ -141,7 +142,7 @@ def nearest_neighbour_error(train_features: torch.Tensor, train_labels: torch.Te
     return wrong / len(test)
 
 
-def probe_error(model, train_set: Dataset, test_set: Dataset, scaling: str = "whitened") -> float:
+def probe_error(model, train_set: Dataset, test_set: Dataset, scaling: str = DEFAULT_SCALING) -> float:
     """Test error in [0, 1] of a linear classifier trained on the train-set latents of `model`."""
     train_z, train_y = encode_dataset(model, train_set)
     test_z, test_y = encode_dataset(model, test_set)
@@ -176,7 +177,7 @@ VARIANT_NAMES = {"vae": "VAE", "vaegan": "VAE/GAN", "vae-contrastive": "VAE-Cont
 
 
 def table6(runs: dict[tuple[str, int], list[str]], progress: bool = True, train_images: int | None = None,
-           test_images: int | None = None, scaling: str = "whitened") -> dict:
+           test_images: int | None = None, scaling: str = DEFAULT_SCALING) -> dict:
     """Probe every trained run and aggregate as paper Table 6.
 
     runs: {(variant, latent_dim): [run folder, ...]}; train_images / test_images: use only the first N of each
