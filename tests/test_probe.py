@@ -60,9 +60,11 @@ def test_whitened_probe_finds_a_class_in_a_low_variance_direction_that_the_stand
     assert feature_map.shape == (4, 3) and feature_map[3].abs().max() < 1e-12
     with pytest.raises(UserError, match="unknown probe scaling 'pca'"):
         fit_linear_classifier(features, labels, scaling="pca")
+    from dcvae.cli.main import build_parser
     from dcvae.cli.probe import SCALING_NAMES
-    from dcvae.metrics.probe import SCALINGS
+    from dcvae.metrics.probe import DEFAULT_SCALING, SCALINGS
     assert SCALING_NAMES == tuple(SCALINGS)
+    assert build_parser().parse_args(["probe", "--out", "x"]).scaling == DEFAULT_SCALING
 
 
 def test_nearest_neighbour_reads_what_a_linear_classifier_cannot():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 
-# Written out rather than imported so that building the parser does not import torch; a test checks them against
-# dcvae.metrics.probe.SCALINGS.
+# Written out rather than imported so that building the parser does not import torch; a test checks them, and the
+# default (the first), against dcvae.metrics.probe.SCALINGS and DEFAULT_SCALING.
 SCALING_NAMES = ("whitened", "standardised")
 
 
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs", nargs="+", metavar="RUN", help="probe these trained runs instead of training")
     p.add_argument("--train-images", type=int, help="fit the classifier on the first N training images (default all)")
     p.add_argument("--test-images", type=int, help="test on the first N test images (default all)")
-    p.add_argument("--scaling", choices=SCALING_NAMES, default="whitened",
+    p.add_argument("--scaling", choices=SCALING_NAMES, default=SCALING_NAMES[0],
                    help="input of the linear classifier: mu whitened by the train split's PCA (default), or "
                         "standardised per feature (the probe's default before 2026-12-04)")
     p.add_argument("--no-progress", action="store_true")
