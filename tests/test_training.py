@@ -63,6 +63,24 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert last_a["iteration"] == 6 and last_a == last_b
 
 
+def test_a_learning_rate_given_on_resume_replaces_the_saved_one(tmp_path):
+    """The optimiser state saved at iteration 3 carries lr 2e-4; resumed with train.lr=2e-5, every group of every
+    optimiser steps at 2e-5, so the weights move less than they do when resumed at the saved rate."""
+    at_saved_rate, lowered = tmp_path / "saved", tmp_path / "lowered"
+    for run in (at_saved_rate, lowered):
+        train(tiny_mnist_config(**{"train.iterations": 3}), run, progress=False)
+    _, start, _ = _final(lowered)
+    train(tiny_mnist_config(), at_saved_rate, resume=True, progress=False)
+    train(tiny_mnist_config(**{"train.lr": 2e-5}), lowered, resume=True, progress=False)
+    _, weights, state = _final(lowered)
+    assert {g["lr"] for opt in state["optimizers"].values() for g in opt["param_groups"]} == {2e-5}
+    _, weights_saved_rate, _ = _final(at_saved_rate)
+    encoder_parameters = [k for k in start
+                          if k.startswith("encoder.") and k.endswith((".weight", ".original", ".bias"))]
+    step = lambda w: sum((w[k].double() - start[k].double()).norm() for k in encoder_parameters)  # noqa: E731
+    assert step(weights) < 0.5 * step(weights_saved_rate)   # Adam: a step is ~lr per weight (6x smaller here)
+
+
 def test_batch_stream_resumes_across_epochs():
     from torch.utils.data import TensorDataset
     from dcvae.data.stream import BatchStream
