@@ -65,7 +65,7 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 def test_a_learning_rate_given_on_resume_replaces_the_saved_one(tmp_path):
     """The optimiser state saved at iteration 3 carries lr 2e-4; resumed with train.lr=2e-5, every group of every
-    optimiser steps at 2e-5, so the weights move less than they do when resumed at the saved rate."""
+    optimiser steps at 2e-5, and the encoder moves several times less than when resumed at the saved rate."""
     at_saved_rate, lowered = tmp_path / "saved", tmp_path / "lowered"
     for run in (at_saved_rate, lowered):
         train(tiny_mnist_config(**{"train.iterations": 3}), run, progress=False)
