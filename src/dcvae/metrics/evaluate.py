@@ -442,7 +442,8 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     if "perceptual" in wanted:
         protocol["perceptual"] = PERCEPTUAL_DEFINITION
     if probe_sets is not None:
-        protocol["probe"] = {**probe_protocol(PROBE_SCALING), "train": probe_sets[0].description, "n_train": len(probe_sets[0]),
+        protocol["probe"] = {**probe_protocol(PROBE_SCALING),
+                             "train": probe_sets[0].description, "n_train": len(probe_sets[0]),
                              "test": probe_sets[1].description, "n_test": len(probe_sets[1])}
     if ppl_wanted:
         protocol["ppl"] = {
