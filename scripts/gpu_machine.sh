@@ -2,5 +2,6 @@
 describe_machine() {
   date -u
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi"
-  "$1" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+  "$1" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+            'available', torch.cuda.is_available())"
 }

@@ -75,7 +75,8 @@ exec > >(tee "$out/log.txt") 2>&1
 source scripts/gpu_machine.sh
 {
   describe_machine "$py"
-  echo "stage $stage, cores $cores, processes $processes, OMP_NUM_THREADS $OMP_NUM_THREADS, TRAIN_SECONDS ${TRAIN_SECONDS:-420}"
+  echo "stage $stage, cores $cores, processes $processes, OMP_NUM_THREADS $OMP_NUM_THREADS," \
+       "TRAIN_SECONDS ${TRAIN_SECONDS:-420}"
 } | tee "$out/machine.txt"
 
 # Train every run side by side until each finishes or the deadline passes.
@@ -130,7 +131,8 @@ case $stage in
   table6)
     trained=()
     for f in "${all[@]}"; do
-      compgen -G "$f/checkpoints/iter-*" >/dev/null && trained+=("$f") || echo "$(basename "$f"): no checkpoint, not probed"
+      if compgen -G "$f/checkpoints/iter-*" >/dev/null; then trained+=("$f")
+      else echo "$(basename "$f"): no checkpoint, not probed"; fi
     done
     [ ${#trained[@]} -gt 0 ] && "$py" -m dcvae.cli.main probe --out "$runs" --runs "${trained[@]}" --no-progress \
       && cp "$runs/table6.md" "$runs/table6.json" "$out/" ;;
@@ -148,7 +150,8 @@ case $stage in
       echo "not finished within TRAIN_SECONDS: $missing(see progress.json); no sweep"
     else          # reuses the finished runs: only the pixel error of each on the test split is computed
       "$py" -m dcvae.cli.main sweep-negatives --out "$runs" --preset "$preset" --queue-sizes 256,1024,4096,8096 \
-        --trials "${TRIALS:-1}" --set train.iterations="${ITERATIONS:-10000}" "${extra[@]}" --device "${DEVICE:-cuda}" --overwrite --no-progress \
+        --trials "${TRIALS:-1}" --set train.iterations="${ITERATIONS:-10000}" "${extra[@]}" \
+        --device "${DEVICE:-cuda}" --overwrite --no-progress \
         && cp "$runs/negatives.json" "$runs/negatives.png" "$out/"
     fi ;;
 esac

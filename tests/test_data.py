@@ -50,7 +50,8 @@ def mnist():
 
 
 def test_mnist_offline_copy(mnist):
-    for dataset, n, counts, first in ((mnist[0], 60000, MNIST_TRAIN_COUNTS, 5), (mnist[1], 10000, MNIST_TEST_COUNTS, 7)):
+    for dataset, n, counts, first in ((mnist[0], 60000, MNIST_TRAIN_COUNTS, 5),
+                                      (mnist[1], 10000, MNIST_TEST_COUNTS, 7)):
         assert len(dataset) == n
         assert dataset.labels.dtype == torch.long and dataset.labels.shape == (n,)
         assert torch.bincount(dataset.labels, minlength=10).tolist() == counts

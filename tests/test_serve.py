@@ -66,14 +66,14 @@ def _upload(client, data: bytes, name: str = "x.png"):
                        content_type="multipart/form-data")
 
 
-# -- HTTP ---------------------------------------------------------------------------------------------------------------
+# -- HTTP --------------------------------------------------------------------------------------------------------------
 def test_upload_is_converted_and_reconstructed(client):
     r = _upload(client, _png())
     assert r.status_code == 200, r.json
     body = r.json
     assert body["input"].startswith("data:image/png;base64,") and body["reconstruction"].startswith("data:image/png")
     assert len(body["latent"]) == 8
-    assert "64x48" in body["conversion"] and "grayscale" in body["conversion"] and "center-cropped" in body["conversion"]
+    assert all(word in body["conversion"] for word in ("64x48", "grayscale", "center-cropped"))
     # an image already 32x32 grayscale needs no conversion
     assert _upload(client, _png((32, 32), "L")).json["conversion"] is None
 
@@ -150,7 +150,7 @@ def test_default_host_is_loopback(run_dir):
         (a := _parse(["serve", str(run_dir), "--port", "70000"])).func(a)
 
 
-# -- the page in a real browser -----------------------------------------------------------------------------------------
+# -- the page in a real browser ----------------------------------------------------------------------------------------
 @pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
                     reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
                            "apt-get install -y chromium chromium-driver")

@@ -66,8 +66,9 @@ def _phase_gradients(trainer: Trainer, x: torch.Tensor) -> dict[str, torch.Tenso
 def test_the_default_path_gives_the_reference_losses_and_gradients(backbone):
     """One batch through the three phases: the default path (graph-free D step, channels_last, resampling folded
     into the convolutions) and the plain reference path (released D step, NCHW, resampling and convolution apart)
-    give the same losses and the same gradients for every parameter, within float tolerance (atol relative to the largest gradient of the phase: a conv bias before BatchNorm has a zero
-    gradient in exact arithmetic, and only rounding noise in either layout).
+    give the same losses and the same gradients for every parameter, within float tolerance (atol relative to the
+    largest gradient of the phase: a conv bias before BatchNorm has a zero gradient in exact arithmetic, and only
+    rounding noise in either layout).
 
     One thread: with two, the channels_last convolutions round differently from their one-thread run (the NCHW ones
     happen not to), and in the batch measured one ReLU unit of 65,536, within rounding of zero after BatchNorm,

@@ -189,7 +189,8 @@ class Config:
                             f"{m.backbone}); use model.encoder_pool=sum")
         if not m.encoder_spectral_norm and progressive:
             raise UserError("model.encoder_spectral_norm=false exists for the 32x32 backbones only: the progressive "
-                            "encoder has no spectral norm to remove (equalised learning rate instead); drop the setting")
+                            "encoder has no spectral norm to remove (equalised learning rate instead); "
+                            "drop the setting")
         _choice("model.resolution", m.resolution, tuple(4 << level for level in range(1, 9)) if progressive else (32,))
         _choice("objective.variant", o.variant, VARIANTS)
         _choice("objective.gan_loss", o.gan_loss, ("hinge", "logistic"))
@@ -226,7 +227,8 @@ class Config:
                            ("train.iterations", t.iterations), ("train.d_steps", t.d_steps),
                            ("train.batch_size", t.batch_size), ("train.sample_batch_size", t.sample_batch_size),
                            ("train.log_every", t.log_every), ("train.image_every", t.image_every),
-                           ("train.checkpoint_every", t.checkpoint_every), ("train.keep_checkpoints", t.keep_checkpoints)):
+                           ("train.checkpoint_every", t.checkpoint_every),
+                           ("train.keep_checkpoints", t.keep_checkpoints)):
             if value < 1:
                 raise UserError(f"{key} must be at least 1, got {value}")
         batch = max(self.batch_sizes())

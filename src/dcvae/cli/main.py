@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not (args.preset or args.config):
             raise UserError(f"say what to train: --preset NAME ({', '.join(PRESETS)}) or --config FILE")
         cfg = _resolve(args)
-        run_dir = Path(args.out) if args.out else Path("runs") / f"{args.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out) if args.out else Path("runs") / f"{args.preset or 'run'}-{stamp}"
     if args.dry_run:
         print(cfg.to_json())
         return 0

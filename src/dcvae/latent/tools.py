@@ -30,7 +30,8 @@ def traverse(z: torch.Tensor, values: torch.Tensor, dims: list[int] | None = Non
         return (z.unsqueeze(0) + values.view(-1, 1) * direction.unsqueeze(0)).unsqueeze(0)
     bad = [d for d in dims if not 0 <= d < z.shape[-1]]
     if bad:
-        raise UserError(f"latent dimensions {bad} are out of range: this model has {z.shape[-1]} (0..{z.shape[-1] - 1})")
+        raise UserError(f"latent dimensions {bad} are out of range: this model has {z.shape[-1]} "
+                        f"(0..{z.shape[-1] - 1})")
     rows = z.repeat(len(dims), len(values), 1)                        # [D, K, d]
     for i, d in enumerate(dims):
         rows[i, :, d] = values
