@@ -61,6 +61,20 @@ def test_resume_with_another_process_count_is_refused(tmp_path, capsys):
     assert "written by 2 process(es)" in capsys.readouterr().err
 
 
+def test_every_command_leaves_its_process_group(tmp_path, capsys):
+    """The CLI destroys the process group before it returns, whatever the command's outcome (here a refusal): a gloo
+    process that exits with its group alive can abort at interpreter shutdown."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["train"]) == 2
+        assert "say what to train" in capsys.readouterr().err
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 @requires_mnist
 def test_two_processes_follow_one_process_with_the_same_global_batch(tmp_path):
     """2 processes x batch 8 (prior samples 16) against 1 process x batch 16 (prior samples 32), same seed: the same

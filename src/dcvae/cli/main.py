@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dcvae: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:      # only a command that imported torch can have joined a group
+            from ..training.distributed import leave_process_group
+            leave_process_group()
 
 
 if __name__ == "__main__":
