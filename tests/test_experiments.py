@@ -216,3 +216,41 @@ def test_train_or_reuse_reuses_resumes_and_refuses_another_config(tmp_path, caps
     train_or_reuse(cfg, stopped, progress=False, label="t")
     assert "t: training stopped (new)" in capsys.readouterr().out
     assert json.loads((stopped / "summary.json").read_text())["iterations"] == 2
+
+
+def test_sampling_curves_script_tabulates_fid_by_iteration_and_the_ratio(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def evaluation(it, fid, kid, truncation=None):
+        return {"iteration": it, "event": "evaluate", "date": "2026-12-05T00:00:00Z", "eval/fid": fid,
+                "eval/kid": kid, "eval/n_generated": 10, "eval/n_real": 10, "eval/reference_split": "train",
+                "eval/decoder": "ema", "eval/truncation": truncation, "eval/seed": 0}
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run, records in ((a, [{"iteration": 1, "images_per_s": 5.0, "kl": 1.0}, evaluation(2, 100.0, 0.2),
+                              evaluation(4, 80.0, 0.1), evaluation(4, 90.0, 0.15, truncation=1.0)]),
+                         (b, [evaluation(2, 150.0, 0.3), {"iteration": 4, "event": "evaluate", "eval/probe_error": 0.1},
+                              evaluation(4, 100.0, 0.12)])):
+        run.mkdir()
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (b / "summary.json").write_text(json.dumps({"iterations": 4, "wall_seconds": 12.5, "images_per_s": 7.0}))
+    script = Path(__file__).parents[1] / "scripts" / "sampling_curves.py"
+    done = subprocess.run([sys.executable, str(script), f"vaegan={a}", f"dcvae={b}", "--command", "dcvae train X"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["command"] == ["dcvae train X"]
+    assert [(r["iteration"], r["fid"], r["truncation"]) for r in result["runs"]["vaegan"]["evaluations"]] == \
+        [(2, 100.0, None), (4, 80.0, None), (4, 90.0, 1.0)]
+    assert [r["iteration"] for r in result["runs"]["dcvae"]["evaluations"]] == [2, 4]   # the probe record is skipped
+    assert "wall_seconds" not in result["runs"]["vaegan"] and result["runs"]["dcvae"]["wall_seconds"] == 12.5
+    table = done.stderr.splitlines()
+    assert table[2] == "| 2 | 100.0 / 0.2000 | 150.0 / 0.3000 | 1.50x |"
+    assert table[3] == "| 4 | 80.0 / 0.1000 | 100.0 / 0.1200 | 1.25x |"
+    assert table[4] == "| 4, z clipped to [-1, 1] | 90.0 / 0.1500 |  |  |"
+
+    done = subprocess.run([sys.executable, str(script), f"vaegan={tmp_path / 'missing'}", "--command", "x"],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "NAME=RUN" in done.stderr
