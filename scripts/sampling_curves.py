@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from dcvae.training.run_dir import read_summary
+
 PROTOCOL_FIELDS = ("n_generated", "n_real", "reference_split", "decoder", "truncation", "seed")
 
 
@@ -73,9 +75,8 @@ def main() -> None:
             sys.exit(f"sampling_curves: no FID evaluation in {run / 'metrics.jsonl'}; train with "
                      "--set train.eval_every=N (metrics fid,kid) or run dcvae evaluate on it")
         entry = {"evaluations": curves[name]}
-        summary = run / "summary.json"
-        if summary.is_file():
-            done = json.loads(summary.read_text())
+        done = read_summary(run)
+        if done is not None:
             entry.update(iterations=done.get("iterations"), wall_seconds=done.get("wall_seconds"),
                          images_per_s=done.get("images_per_s"))
         result["runs"][name] = entry
