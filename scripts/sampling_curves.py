@@ -36,6 +36,11 @@ def read_evaluations(run: Path) -> list[dict]:
     return rows
 
 
+def _fid_kid(row: dict) -> str:
+    """"FID / KID", or the FID alone for an evaluation that computed no KID (dcvae evaluate --metrics fid)."""
+    return f"{row['fid']:.1f}" + ("" if row["kid"] is None else f" / {row['kid']:.4f}")
+
+
 def markdown(curves: dict[str, list[dict]]) -> str:
     """FID / KID by iteration and truncation, one column per run (first evaluation of each key)."""
     names = list(curves)
@@ -48,7 +53,7 @@ def markdown(curves: dict[str, list[dict]]) -> str:
              "|---|" + "---|" * (len(names) + ratio)]
     for (it, truncation), row in sorted(cells.items()):
         label = f"{it:,}" + (f", z clipped to [-{truncation:g}, {truncation:g}]" if truncation else "")
-        values = [f"{row[n]['fid']:.1f} / {row[n]['kid']:.4f}" if n in row else "" for n in names]
+        values = [_fid_kid(row[n]) if n in row else "" for n in names]
         if ratio:
             values.append(f"{row[names[1]]['fid'] / row[names[0]]['fid']:.2f}x" if len(row) == 2 else "")
         lines.append(f"| {label} | " + " | ".join(values) + " |")

@@ -251,6 +251,14 @@ def test_sampling_curves_script_tabulates_fid_by_iteration_and_the_ratio(tmp_pat
     assert table[3] == "| 4 | 80.0 / 0.1000 | 100.0 / 0.1200 | 1.25x |"
     assert table[4] == "| 4, z clipped to [-1, 1] | 90.0 / 0.1500 |  |  |"
 
+    c = tmp_path / "c"                      # evaluated with --metrics fid: no KID, and the table still forms
+    c.mkdir()
+    (c / "metrics.jsonl").write_text(json.dumps({**evaluation(2, 120.0, None)}) + "\n")
+    done = subprocess.run([sys.executable, str(script), f"fid_only={c}", "--command", "x"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[2] == "| 2 | 120.0 |"
+
     done = subprocess.run([sys.executable, str(script), f"vaegan={tmp_path / 'missing'}", "--command", "x"],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "NAME=RUN" in done.stderr
