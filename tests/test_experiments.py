@@ -262,3 +262,57 @@ def test_sampling_curves_script_tabulates_fid_by_iteration_and_the_ratio(tmp_pat
     done = subprocess.run([sys.executable, str(script), f"vaegan={tmp_path / 'missing'}", "--command", "x"],
                           capture_output=True, text=True)
     assert done.returncode == 1 and "NAME=RUN" in done.stderr
+
+
+def _spectra_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "spectra.py"
+    spec = importlib.util.spec_from_file_location("spectra", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, path
+
+
+def test_spectra_put_a_cosine_in_its_band_and_sum_to_the_pixel_variance():
+    import torch
+
+    spectra, _ = _spectra_script()
+    j = torch.arange(32, dtype=torch.float64)
+    for k, band in ((2, "low"), (6, "mid"), (12, "high"), (16, "high")):     # radius k / 32 cycles per pixel
+        wave = 0.8 * torch.cos(2 * math.pi * k * j / 32).expand(1, 1, 32, 32) + 0.3   # the offset is removed
+        bands = spectra.band_powers(spectra.power_spectrum(wave))
+        # a cosine of amplitude a has variance a^2 / 2 (a^2 at the Nyquist frequency, where it is +-a)
+        assert bands[band] == pytest.approx(0.64 / (1 if k == 16 else 2), rel=1e-12)
+        assert sum(bands.values()) == pytest.approx(bands[band], rel=1e-12)
+    noise = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    spectrum = spectra.power_spectrum(noise)
+    assert float(spectrum.sum()) == pytest.approx(float(noise.double().var(dim=(-2, -1), unbiased=False).mean()))
+    # white noise spreads its power by area: the high band (r >= 1/4) holds most of the 32x32 grid's frequencies
+    assert spectra.describe(spectrum, None)["high_share"] == pytest.approx(1 - math.pi / 16, abs=0.03)
+    assert float(spectra.power_spectrum(torch.full((2, 1, 8, 8), 0.5)).abs().max()) == 0.0
+
+
+@requires_mnist
+def test_spectra_script_compares_a_run_with_the_real_test_images(tiny_run, tmp_path):
+    import subprocess
+    import sys
+
+    _, script = _spectra_script()
+    done = subprocess.run([sys.executable, str(script), f"a={tiny_run}", f"b={tiny_run}", "--n", "6"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["n"] == 6 and result["data"] == "mnist" and set(result["models"]) == {"a", "b"}
+    real = result["real_test_images"]
+    assert real["low_share"] + real["mid_share"] + real["high_share"] == pytest.approx(1, abs=1e-4)
+    assert result["models"]["a"] == result["models"]["b"]      # the same checkpoint and seed: the same images
+    assert result["models"]["a"]["samples"]["high_vs_real"] > 0
+    assert done.stderr.splitlines()[2].startswith("| real test images |")
+
+    done = subprocess.run([sys.executable, str(script), f"a={tiny_run}", "--n", "20000"], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "test images" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(script), str(tiny_run)], capture_output=True, text=True)
+    assert done.returncode == 1 and "NAME=RUN" in done.stderr
