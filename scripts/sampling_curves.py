@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dcvae.training.run_dir import read_summary
 
-PROTOCOL_FIELDS = ("n_generated", "n_real", "reference_split", "decoder", "truncation", "seed")
+PROTOCOL_FIELDS = ("n_generated", "n_real", "reference_split", "decoder", "truncation", "prior", "seed")
 
 
 def read_evaluations(run: Path) -> list[dict]:
@@ -42,17 +42,21 @@ def _fid_kid(row: dict) -> str:
 
 
 def markdown(curves: dict[str, list[dict]]) -> str:
-    """FID / KID by iteration and truncation, one column per run (first evaluation of each key)."""
+    """FID / KID by iteration, truncation and prior, one column per run (first evaluation of each key; an evaluation
+    from before `dcvae evaluate --prior` counts as the standard prior)."""
     names = list(curves)
     cells: dict[tuple, dict[str, dict]] = {}
     for name, rows in curves.items():
         for row in rows:
-            cells.setdefault((row["iteration"], row["truncation"] or 0.0), {}).setdefault(name, row)
+            key = (row["iteration"], row["truncation"] or 0.0, row["prior"] or "standard")
+            cells.setdefault(key, {}).setdefault(name, row)
     ratio = len(names) == 2
     lines = ["| iterations | " + " | ".join(names) + (f" | {names[1]}'s FID / {names[0]}'s |" if ratio else " |"),
              "|---|" + "---|" * (len(names) + ratio)]
-    for (it, truncation), row in sorted(cells.items()):
-        label = f"{it:,}" + (f", z clipped to [-{truncation:g}, {truncation:g}]" if truncation else "")
+    for (it, truncation, prior), row in sorted(cells.items(), key=lambda c: (c[0][0], c[0][1], c[0][2] != "standard")):
+        label = f"{it:,}" + (", z from the Gaussian fitted to the aggregate posterior" if prior == "fitted" else "")
+        if truncation:
+            label += f", {'eps' if prior == 'fitted' else 'z'} clipped to [-{truncation:g}, {truncation:g}]"
         values = [_fid_kid(row[n]) if n in row else "" for n in names]
         if ratio:
             values.append(f"{row[names[1]]['fid'] / row[names[0]]['fid']:.2f}x" if len(row) == 2 else "")

@@ -223,14 +223,15 @@ def test_sampling_curves_script_tabulates_fid_by_iteration_and_the_ratio(tmp_pat
     import sys
     from pathlib import Path
 
-    def evaluation(it, fid, kid, truncation=None):
+    def evaluation(it, fid, kid, truncation=None, **prior):
         return {"iteration": it, "event": "evaluate", "date": "2026-12-05T00:00:00Z", "eval/fid": fid,
                 "eval/kid": kid, "eval/n_generated": 10, "eval/n_real": 10, "eval/reference_split": "train",
-                "eval/decoder": "ema", "eval/truncation": truncation, "eval/seed": 0}
+                "eval/decoder": "ema", "eval/truncation": truncation, "eval/seed": 0, **prior}
 
     a, b = tmp_path / "a", tmp_path / "b"
     for run, records in ((a, [{"iteration": 1, "images_per_s": 5.0, "kl": 1.0}, evaluation(2, 100.0, 0.2),
-                              evaluation(4, 80.0, 0.1), evaluation(4, 90.0, 0.15, truncation=1.0)]),
+                              evaluation(4, 80.0, 0.1), evaluation(4, 90.0, 0.15, truncation=1.0),
+                              evaluation(4, 40.0, 0.02, **{"eval/prior": "fitted"})]),
                          (b, [evaluation(2, 150.0, 0.3), {"iteration": 4, "event": "evaluate", "eval/probe_error": 0.1},
                               evaluation(4, 100.0, 0.12)])):
         run.mkdir()
@@ -243,13 +244,14 @@ def test_sampling_curves_script_tabulates_fid_by_iteration_and_the_ratio(tmp_pat
     result = json.loads(done.stdout)
     assert result["command"] == ["dcvae train X"]
     assert [(r["iteration"], r["fid"], r["truncation"]) for r in result["runs"]["vaegan"]["evaluations"]] == \
-        [(2, 100.0, None), (4, 80.0, None), (4, 90.0, 1.0)]
+        [(2, 100.0, None), (4, 80.0, None), (4, 90.0, 1.0), (4, 40.0, None)]
     assert [r["iteration"] for r in result["runs"]["dcvae"]["evaluations"]] == [2, 4]   # the probe record is skipped
     assert "wall_seconds" not in result["runs"]["vaegan"] and result["runs"]["dcvae"]["wall_seconds"] == 12.5
     table = done.stderr.splitlines()
     assert table[2] == "| 2 | 100.0 / 0.2000 | 150.0 / 0.3000 | 1.50x |"
     assert table[3] == "| 4 | 80.0 / 0.1000 | 100.0 / 0.1200 | 1.25x |"
-    assert table[4] == "| 4, z clipped to [-1, 1] | 90.0 / 0.1500 |  |  |"
+    assert table[4] == "| 4, z from the Gaussian fitted to the aggregate posterior | 40.0 / 0.0200 |  |  |"
+    assert table[5] == "| 4, z clipped to [-1, 1] | 90.0 / 0.1500 |  |  |"
 
     c = tmp_path / "c"                      # evaluated with --metrics fid: no KID, and the table still forms
     c.mkdir()

@@ -5,7 +5,7 @@ from PIL import Image
 
 from dcvae.cli.main import main
 from dcvae.errors import UserError
-from dcvae.latent import apply_directions, attribute_direction, mix, traverse
+from dcvae.latent import apply_directions, attribute_direction, fit_aggregate_posterior, mix, traverse
 from dcvae.latent.tools import load_latents, save_latents
 from dcvae.training import train
 
@@ -37,6 +37,26 @@ def test_mix_changes_exactly_the_chosen_dimensions():
     assert torch.equal(a, torch.zeros(3, 8))               # inputs untouched
     with pytest.raises(UserError, match="0..7"):
         mix(a, b, [8])
+
+
+def test_aggregate_posterior_fit_matches_hand_computed_moments():
+    class TwoDimensionalEncoder:
+        """mu = (x, 2x) of an image's single pixel x, sigma^2 = 0.25 for every image."""
+        def prepare_images(self, x):
+            return x
+
+        def encoder(self, x):
+            v = x.flatten(1)
+            return torch.cat([v, 2 * v], 1), torch.full((len(x), 2), 0.25).log()
+
+    images = torch.tensor([0.0, 1.0, 2.0, 3.0, 100.0]).view(5, 1, 1, 1)
+    data = torch.utils.data.TensorDataset(images, torch.zeros(5))
+    mean, covariance = fit_aggregate_posterior(TwoDimensionalEncoder(), data, n=4, batch_size=3)
+    # the first 4 images: mean of x 1.5, population variance 1.25; Cov(x, 2x) = [[1.25, 2.5], [2.5, 5]] + 0.25 I
+    assert mean.dtype == torch.float64 and torch.allclose(mean, torch.tensor([1.5, 3.0], dtype=torch.float64))
+    assert torch.allclose(covariance, torch.tensor([[1.5, 2.5], [2.5, 5.25]], dtype=torch.float64))
+    with pytest.raises(UserError, match="2 to 5 images"):
+        fit_aggregate_posterior(TwoDimensionalEncoder(), data, n=6)
 
 
 def test_traverse_sets_one_dimension_per_row():

@@ -351,8 +351,8 @@ def test_evaluate_end_to_end(tiny_run, tmp_path):
     assert protocol["inception"]["weights"]["sha1"] == "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
     assert "bilinear" in protocol["inception"]["resizer"] and "antialias=False" in protocol["inception"]["resizer"]
     assert protocol["reference"]["split"] == "train" and protocol["reference"]["n_real"] == 4
-    assert protocol["sampling"] == {"n_generated": 4, "latent": "z ~ N(0, I)", "truncation": None,
-                                    "truncation_rule": "none", "seed": 3}
+    assert protocol["sampling"] == {"n_generated": 4, "prior": "standard", "latent": "z ~ N(0, I)",
+                                    "truncation": None, "truncation_rule": "none", "seed": 3}
     assert protocol["decoder"].startswith("EMA") and protocol["mode"].startswith("eval")
     assert protocol["reconstruction"]["z"].startswith("sampled") and result["iteration"] == 1
     assert result["dcvae_version"] and result["date"]
@@ -394,3 +394,38 @@ def test_cli_evaluate(tiny_run, tmp_path, capsys):
         args.func(args)
     args = parser.parse_args(argv + ["--overwrite"])
     assert args.func(args) == 0
+
+
+@requires_mnist
+@requires_inception
+def test_evaluate_with_the_fitted_prior_records_it(tiny_run):
+    standard = ev.evaluate(tiny_run, metrics="fid", n_generated=4, n_real=4, batch_size=4, progress=False, seed=3)
+    fitted = ev.evaluate(tiny_run, metrics="fid", n_generated=4, n_real=4, batch_size=4, progress=False, seed=3,
+                         prior="fitted", prior_fit_n=20)
+    assert standard["protocol"]["sampling"]["prior"] == "standard"
+    sampling = fitted["protocol"]["sampling"]
+    assert sampling["prior"] == "fitted" and sampling["fit"]["n"] == 20 and sampling["fit"]["split"] == "train"
+    assert "aggregate posterior" in sampling["latent"]
+    assert sampling["fit"]["norm_of_mean"] > 0 and sampling["fit"]["covariance_trace_per_dim"] > 0
+    low, high = sampling["fit"]["covariance_eigenvalues_min_max"]
+    assert 0 < low <= high
+    assert fitted["metrics"]["fid"] != standard["metrics"]["fid"]          # other latents, other images
+    last = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval/prior"] == "fitted" and last["eval/fid"] == round(fitted["metrics"]["fid"], 6)
+    with pytest.raises(UserError, match="needs prior='fitted'"):
+        ev.evaluate(tiny_run, metrics="fid", n_generated=4, n_real=4, progress=False, prior_fit_n=20)
+    with pytest.raises(UserError, match="2 to 60000 images"):
+        ev.evaluate(tiny_run, metrics="fid", n_generated=4, n_real=4, progress=False, prior="fitted",
+                    prior_fit_n=10**6)
+    with pytest.raises(UserError, match="'standard'"):
+        ev.evaluate(tiny_run, metrics="fid", n_generated=4, n_real=4, progress=False, prior="aggregate")
+
+    from dcvae.cli import evaluate as cli
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", str(tiny_run), "--metrics", "fid", "--n", "4", "--n-real", "4",
+                              "--batch-size", "4", "--seed", "3", "--prior", "fitted", "--prior-fit-n", "20",
+                              "--no-progress"])
+    assert args.func(args) == 0
+    last = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval/prior"] == "fitted" and last["eval/fid"] == round(fitted["metrics"]["fid"], 6)

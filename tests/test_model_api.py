@@ -1,4 +1,5 @@
 """The inference API of a trained model."""
+import pytest
 import torch
 
 import dcvae
@@ -50,3 +51,27 @@ def test_the_encoder_options_are_rebuilt_on_load(tmp_path):
     assert not any(torch.nn.utils.parametrize.is_parametrized(layer) for layer in model.encoder.modules())
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     assert model.encode(x).shape == (2, 8)
+
+
+@requires_mnist
+def test_sampling_from_a_given_gaussian_prior(tiny_run):
+    model = dcvae.load(tiny_run)
+    d = model.latent_dim
+    standard = model.sample_latents(6, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(standard, torch.randn(6, d, generator=torch.Generator().manual_seed(1)))   # the paper's N(0, I)
+    assert torch.equal(model.sample(6, generator=torch.Generator().manual_seed(1)), model.decode(standard))
+    mean = torch.arange(d, dtype=torch.float64)
+    a = torch.randn(d, d, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    covariance = a @ a.T / d + 0.5 * torch.eye(d, dtype=torch.float64)
+    z = model.sample_latents(40_000, generator=torch.Generator().manual_seed(3), prior=(mean, covariance)).double()
+    assert torch.allclose(z.mean(0), mean, atol=0.03)
+    assert torch.allclose(torch.cov(z.T), covariance, atol=0.05)
+    # truncation clips the standard normal draw eps, so L^-1 (z - mean) lies in [-t, t]
+    clipped = model.sample_latents(500, truncation=0.5, generator=torch.Generator().manual_seed(4),
+                                   prior=(mean, covariance)).double()
+    eps = torch.linalg.solve_triangular(torch.linalg.cholesky(covariance), (clipped - mean).T, upper=False).T
+    assert eps.abs().max() <= 0.5 + 1e-4 and eps.abs().max() > 0.45
+    with pytest.raises(dcvae.UserError, match="covariance"):
+        model.sample_latents(2, prior=(mean[:2], covariance[:2, :2]))
+    with pytest.raises(dcvae.UserError, match="positive definite"):
+        model.sample_latents(2, prior=(mean, -covariance))

@@ -67,13 +67,34 @@ class DCVAE(nn.Module):
         return self.decoder(z.to(self.device, torch.float32)).clamp(-1, 1).contiguous()
 
     @torch.no_grad()
-    def sample(self, n: int, truncation: float | None = None, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
-        """n images from z ~ N(0, I); `truncation` t clips z to [-t, t] (the authors' FID code clips to [-1, 1])."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+    def sample_latents(self, n: int, truncation: float | None = None, generator: torch.Generator | None = None,
+                       prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """n latents [n, latent_dim]: z ~ N(0, I) (the paper's prior), or, given `prior` = (mean [latent_dim],
+        covariance [latent_dim, latent_dim]) such as `dcvae.latent.fit_aggregate_posterior` returns,
+        z = mean + L eps with L the covariance's Cholesky factor and eps ~ N(0, I). `truncation` t clips eps to
+        [-t, t]: for N(0, I), z itself (the authors' FID code clips to [-1, 1])."""
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         if truncation is not None:
-            z = z.clamp(-truncation, truncation)
-        return self.decode(z)
+            eps = eps.clamp(-truncation, truncation)
+        if prior is None:
+            return eps
+        mean, covariance = prior
+        d = self.latent_dim
+        if tuple(mean.shape) != (d,) or tuple(covariance.shape) != (d, d):
+            raise UserError(f"a prior for this model is (mean [{d}], covariance [{d}, {d}]); got "
+                            f"({list(mean.shape)}, {list(covariance.shape)})")
+        try:
+            scale = torch.linalg.cholesky(covariance.double()).to(self.device, torch.float32)
+        except torch.linalg.LinAlgError:
+            raise UserError("the prior's covariance is not positive definite; pass a symmetric positive-definite "
+                            "matrix (fit_aggregate_posterior's always is)") from None
+        return mean.to(self.device, torch.float32) + eps @ scale.T
+
+    @torch.no_grad()
+    def sample(self, n: int, truncation: float | None = None, generator: torch.Generator | None = None,
+               prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """n images [n, C, H, W] in [-1, 1], decoded from `sample_latents(n, truncation, generator, prior)`."""
+        return self.decode(self.sample_latents(n, truncation, generator, prior))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None

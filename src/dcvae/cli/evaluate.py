@@ -41,6 +41,11 @@ def add_parser(subparsers) -> None:
                    help="z for reconstructions: sampled from q(z|x) (default, as the authors) or its mean")
     p.add_argument("--truncation", type=float, default=None,
                    help="clip z to [-t, t] when sampling (the authors' FID code uses 1; default none)")
+    p.add_argument("--prior", choices=("standard", "fitted"), default="standard",
+                   help="z for fid/kid/is: N(0, I) (default, the paper's) or a Gaussian fitted to the encoder's "
+                        "aggregate posterior on the train split (a deviation; recorded in the protocol)")
+    p.add_argument("--prior-fit-n", type=int, default=None,
+                   help="train images the fitted prior is estimated from (default: all)")
     p.add_argument("--decoder", choices=("ema", "live"), default="ema", help="EMA (default) or live decoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -72,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device, inception_path=args.inception, vgg_path=args.vgg, lpips_path=args.lpips,
         progress=not args.no_progress, out=args.out, overwrite=args.overwrite, n_recon=args.n_recon,
         recon_split=args.recon_split, recon_z=args.recon_z, resizer=args.resizer, kid_subsets=args.kid_subsets,
-        kid_subset_size=args.kid_subset_size, is_splits=args.is_splits, use_cache=not args.no_cache)
+        kid_subset_size=args.kid_subset_size, is_splits=args.is_splits, use_cache=not args.no_cache,
+        prior=args.prior, prior_fit_n=args.prior_fit_n)
     print(json.dumps(result, indent=2))
     if args.out:
         print(f"wrote {args.out}")

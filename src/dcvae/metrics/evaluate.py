@@ -1,7 +1,9 @@
 """`evaluate`: the paper's Table 1 metrics for a checkpoint, with the whole protocol recorded beside every number.
 
 Sampling metrics (fid, kid, is) use `model.sample`: the EMA decoder (unless decoder="live") in eval mode, z ~ N(0, I),
-optionally clipped to [-t, t] (`truncation`; the authors' FID code clips to [-1, 1]). Reconstruction metrics
+optionally clipped to [-t, t] (`truncation`; the authors' FID code clips to [-1, 1]); prior="fitted" draws z from
+the Gaussian fitted to the aggregate posterior of the train split instead (dcvae.latent.fit_aggregate_posterior: a
+deviation from the paper, recorded in the protocol). Reconstruction metrics
 (recon_fid, recon_kid, recon_is, pixel, perceptual, lpips) pass the test split through the encoder, sampling z from
 q(z|x) as the authors do (recon_z="mean" uses the posterior mean), and decode; the split is passed as many times as
 needed for `n_recon` images (the authors' reconstruction FID passes the CIFAR-10 test set ~5 times). Both FIDs
@@ -32,6 +34,7 @@ from tqdm import tqdm
 from ..config import LABELLED_DATASETS
 from ..errors import UserError
 from ..files import atomic_output, atomic_write_text
+from ..latent.tools import fit_aggregate_posterior
 from .distances import (PERCEPTUAL_DEFINITION, PIXEL_DEFINITION, covariance_sqrt, frechet_distance,
                         inception_score, kernel_inception_distance, perceptual_distance, pixel_distance)
 from .probe import DEFAULT_SCALING as PROBE_SCALING, probe_error, protocol as probe_protocol
@@ -234,7 +237,8 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
              lpips_path: str | Path | None = None, progress: bool = True, out: str | Path | None = None,
              overwrite: bool = False, n_recon: int | None = None, recon_split: str = "test",
              recon_z: str = "sample", resizer: str = "bilinear", kid_subsets: int = 100,
-             kid_subset_size: int = 1000, is_splits: int = 10, use_cache: bool = True) -> dict:
+             kid_subset_size: int = 1000, is_splits: int = 10, use_cache: bool = True, prior: str = "standard",
+             prior_fit_n: int | None = None) -> dict:
     """Compute `metrics` for a checkpoint (folder, run folder or checkpoints/ folder) and return them with the
     protocol; also write them as JSON to `out` (if given) and append a line to the run's metrics.jsonl (if the
     checkpoint is inside a run folder).
@@ -244,6 +248,8 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
     n_generated: prior samples for fid/kid/is, and latent pairs for ppl_z(_end). n_real: reference images, default
     the whole reference split. n_recon: reconstructions for the recon_* / pixel / perceptual / lpips metrics, and
     image pairs for ppl_encoded(_end), default n_generated.
+    prior: "standard" (z ~ N(0, I), the paper's) or "fitted" (the aggregate posterior's Gaussian, fitted on the first
+    prior_fit_n images of the train split, default all) for fid/kid/is; ppl_z keeps N(0, I).
     Returns {"metrics": {name: value, ...}, "protocol": {...}, "checkpoint", "iteration", "date", ...}.
     """
     import dcvae
@@ -262,6 +268,11 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         raise UserError(f"n_real must be at least 2 (a covariance needs two images), got {n_real}")
     if truncation is not None and not truncation > 0:
         raise UserError(f"truncation must be a positive number (z is clipped to [-t, t]), got {truncation}")
+    if prior not in ("standard", "fitted"):
+        raise UserError(f"prior must be 'standard' (z ~ N(0, I), the paper's) or 'fitted' (a Gaussian fitted to the "
+                        f"aggregate posterior), got {prior!r}")
+    if prior_fit_n is not None and prior != "fitted":
+        raise UserError("prior_fit_n (--prior-fit-n) sets the images of the fitted prior; it needs prior='fitted'")
     if recon_z not in ("sample", "mean"):
         raise UserError(f"recon_z must be 'sample' (z ~ q(z|x), the authors' choice) or 'mean', got {recon_z!r}")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -325,6 +336,11 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
                 raise UserError(f"probe_error needs labels for the train and test splits, and the {split} split of "
                                 f"{data.description} has none; the probe runs on a checkpoint trained on a labelled "
                                 f"data set ({', '.join(LABELLED_DATASETS)})")
+    fitted = None
+    sampling = any(m in SAMPLING for m in wanted)
+    if sampling and prior == "fitted":
+        fit_data = split_data("train")
+        fitted = fit_aggregate_posterior(model, fit_data, prior_fit_n, batch_size)
     reference = None
     reference_info: dict = {}
     if any(m in NEEDS_REFERENCE for m in wanted):
@@ -349,13 +365,13 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
 
     values: dict[str, float] = {}
     with torch.no_grad():
-        if any(m in SAMPLING for m in wanted):
+        if sampling:
             acc = FeatureAccumulator(keep="kid" in wanted)
             probs: list[torch.Tensor] = []
             generator = torch.Generator(device=model.device).manual_seed(seed)
             with tqdm(total=n_generated, desc="samples", unit="img", disable=not progress, dynamic_ncols=True) as bar:
                 for b in _batches(n_generated, batch_size):
-                    x = model.sample(b, truncation=truncation, generator=generator)
+                    x = model.sample(b, truncation=truncation, generator=generator, prior=fitted)
                     if "is" in wanted:
                         f, p = inception.features_and_probabilities(x)
                         probs.append(p)
@@ -412,10 +428,25 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
         "mode": "eval (BatchNorm running statistics, no dropout)",
         "device": str(device), "batch_size": batch_size, "seed": seed,
     }
-    if any(m in SAMPLING for m in wanted):
-        protocol["sampling"] = {"n_generated": n_generated, "latent": "z ~ N(0, I)", "truncation": truncation,
-                                "truncation_rule": "z clipped to [-t, t]" if truncation else "none",
-                                "seed": seed}
+    if sampling and fitted is None:
+        protocol["sampling"] = {"n_generated": n_generated, "prior": "standard", "latent": "z ~ N(0, I)",
+                                "truncation": truncation,
+                                "truncation_rule": "z clipped to [-t, t]" if truncation else "none", "seed": seed}
+    elif sampling:
+        protocol["sampling"] = {
+            "n_generated": n_generated, "prior": "fitted",
+            "latent": "z = m + L eps, eps ~ N(0, I), L L^T = C: (m, C) the mean and covariance of the aggregate "
+                      "posterior of the fit images (C = Cov(mu), divided by n, + diag(mean sigma^2)); ex-post "
+                      "density estimation, not the paper's z ~ N(0, I)",
+            "fit": {"split": _split_of(cfg.data, "train"), "description": getattr(fit_data, "description", ""),
+                    "n": len(fit_data) if prior_fit_n is None else prior_fit_n, "selection": "first n in order",
+                    # how far the fitted Gaussian is from N(0, I), whose values are 0, 1 and [1, 1]
+                    "norm_of_mean": round(float(fitted[0].norm()), 4),
+                    "covariance_trace_per_dim": round(float(fitted[1].diagonal().mean()), 4),
+                    "covariance_eigenvalues_min_max": [round(float(e), 4) for e in
+                                                       torch.linalg.eigvalsh(fitted[1])[[0, -1]]]},
+            "truncation": truncation, "truncation_rule": "eps clipped to [-t, t]" if truncation else "none",
+            "seed": seed}
     if reconstructing:
         protocol["reconstruction"] = {
             "split": _split_of(cfg.data, recon_split), "description": getattr(recon_data, "description", ""),
@@ -485,6 +516,7 @@ def evaluate(checkpoint: str | Path, metrics: Sequence[str] | str | None = None,
                   "eval/n_real": reference_info.get("n_real"), "eval/n_recon": n_recon if recon_data else None,
                   "eval/reference_split": reference_info.get("split"), "eval/decoder": decoder,
                   "eval/truncation": truncation, "eval/seed": seed,
+                  "eval/prior": prior if sampling else None,
                   **({"eval/probe_scaling": protocol["probe"]["scaling"]} if "probe" in protocol else {}),
                   "eval/result": str(out_path) if out_path else None}
         # One write of one line in append mode: a concurrent training process's lines are not interleaved with it.
