@@ -7,10 +7,12 @@ that real images do not have. This measures it. For every set, each image (in [-
 Fourier-transformed and its power |F(u, v)|^2 / (H W)^2 averaged over images and channels (by Parseval, summed
 over all (u, v) it is the mean pixel variance); (u, v) are split by radius r in cycles per pixel into low (r < 1/8), mid
 (1/8 <= r < 1/4) and high (r >= 1/4, up to the corners' sqrt(2)/2) bands. Samples: z ~ N(0, I) untruncated, the
-EMA decoder; reconstructions: the posterior mean of the first N test images decoded. Prints JSON to stdout and a
-markdown table to stderr.
+EMA decoder (--prior fitted: z from the Gaussian fitted to the aggregate posterior of the first --prior-fit-n
+training images, as `dcvae evaluate --prior fitted`); reconstructions: the posterior mean of the first N test images
+decoded. Prints JSON to stdout and a markdown table to stderr.
 
-    .venv/bin/python scripts/spectra.py vaegan=RUN/vaegan dcvae=RUN/dcvae [--n 1000] [--seed 0] > spectra.json
+    .venv/bin/python scripts/spectra.py vaegan=RUN/vaegan dcvae=RUN/dcvae [--n 1000] [--seed 0]
+        [--prior fitted --prior-fit-n 10000] > spectra.json
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 
 from dcvae.data import build_dataset
 from dcvae.errors import UserError
+from dcvae.latent import fit_aggregate_posterior
 from dcvae.model import load
 
 # band edges in cycles per pixel; the last band runs to the corners of the spectrum (radius sqrt(2)/2)
@@ -63,6 +66,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN", help="a name and a run or checkpoint folder")
     parser.add_argument("--n", type=int, default=1000, help="images per set (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the samples' z (default 0)")
+    parser.add_argument("--prior", choices=("standard", "fitted"), default="standard",
+                        help="z of the samples: N(0, I) (default) or the aggregate posterior's fitted Gaussian")
+    parser.add_argument("--prior-fit-n", type=int, default=None,
+                        help="training images the fitted prior is estimated from (default: all)")
     args = parser.parse_args()
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
@@ -79,14 +86,20 @@ def main() -> None:
         raise UserError(f"--n {args.n} is more than the {len(test_set)} test images of {d.dataset}")
     real = torch.stack([test_set[i][0] for i in range(args.n)])
     reference = band_powers(power_spectrum(real))
-    result = {"n": args.n, "seed": args.seed, "bands_cycles_per_pixel": BANDS, "data": d.dataset,
+    result = {"n": args.n, "seed": args.seed, "prior": args.prior, "prior_fit_n": args.prior_fit_n,
+              "bands_cycles_per_pixel": BANDS, "data": d.dataset,
               "real_test_images": describe(power_spectrum(real), None), "models": {}}
     for name, model in models.items():
         if (model.config.data.dataset, model.config.model.resolution) != (d.dataset, m.resolution):
             raise UserError(f"{name} was trained on another data set or resolution than {next(iter(models))}; "
                             "compare runs of one data set")
+        prior = None
+        if args.prior == "fitted":
+            train_set = build_dataset(d, m.image_channels, m.resolution, split="train")
+            prior = fit_aggregate_posterior(model, train_set, args.prior_fit_n)
         generator = torch.Generator().manual_seed(args.seed)
-        samples = torch.cat([model.sample(min(250, args.n - i), generator=generator) for i in range(0, args.n, 250)])
+        samples = torch.cat([model.sample(min(250, args.n - i), generator=generator, prior=prior)
+                             for i in range(0, args.n, 250)])
         recs = torch.cat([model.reconstruct(real[i:i + 250]) for i in range(0, args.n, 250)])
         result["models"][name] = {"checkpoint": str(model.checkpoint), "iteration": model.iteration,
                                   "samples": describe(power_spectrum(samples), reference),

@@ -312,6 +312,13 @@ def test_spectra_script_compares_a_run_with_the_real_test_images(tiny_run, tmp_p
     assert result["models"]["a"] == result["models"]["b"]      # the same checkpoint and seed: the same images
     assert result["models"]["a"]["samples"]["high_vs_real"] > 0
     assert done.stderr.splitlines()[2].startswith("| real test images |")
+    fitted = subprocess.run([sys.executable, str(script), f"a={tiny_run}", "--n", "6", "--prior", "fitted",
+                             "--prior-fit-n", "20"], capture_output=True, text=True)
+    assert fitted.returncode == 0, fitted.stderr
+    fitted = json.loads(fitted.stdout)
+    assert fitted["prior"] == "fitted" and fitted["prior_fit_n"] == 20 and result["prior"] == "standard"
+    assert fitted["models"]["a"]["reconstructions"] == result["models"]["a"]["reconstructions"]
+    assert fitted["models"]["a"]["samples"] != result["models"]["a"]["samples"]
 
     done = subprocess.run([sys.executable, str(script), f"a={tiny_run}", "--n", "20000"], capture_output=True,
                           text=True)
