@@ -73,6 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
+    if args.prior_fit_n is not None and args.prior != "fitted":
+        raise UserError("--prior-fit-n sets the images of the fitted prior; add --prior fitted")
     models = {}
     for item in args.runs:
         name, sep, path = item.partition("=")
@@ -120,5 +122,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except UserError as error:   # a missing checkpoint, a bad NAME=RUN, --n beyond the test set
+    except UserError as error:   # a missing checkpoint, a bad NAME=RUN, --n beyond the test set, ...
         sys.exit(f"error: {error}")

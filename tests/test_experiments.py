@@ -325,3 +325,6 @@ def test_spectra_script_compares_a_run_with_the_real_test_images(tiny_run, tmp_p
     assert done.returncode == 1 and "test images" in done.stderr and "Traceback" not in done.stderr
     done = subprocess.run([sys.executable, str(script), str(tiny_run)], capture_output=True, text=True)
     assert done.returncode == 1 and "NAME=RUN" in done.stderr
+    done = subprocess.run([sys.executable, str(script), f"a={tiny_run}", "--prior-fit-n", "20"], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "--prior fitted" in done.stderr
