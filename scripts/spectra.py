@@ -87,18 +87,17 @@ def main() -> None:
     if args.n > len(test_set):
         raise UserError(f"--n {args.n} is more than the {len(test_set)} test images of {d.dataset}")
     real = torch.stack([test_set[i][0] for i in range(args.n)])
-    reference = band_powers(power_spectrum(real))
+    real_spectrum = power_spectrum(real)
+    reference = band_powers(real_spectrum)
+    train_set = build_dataset(d, m.image_channels, m.resolution, split="train") if args.prior == "fitted" else None
     result = {"n": args.n, "seed": args.seed, "prior": args.prior, "prior_fit_n": args.prior_fit_n,
               "bands_cycles_per_pixel": BANDS, "data": d.dataset,
-              "real_test_images": describe(power_spectrum(real), None), "models": {}}
+              "real_test_images": describe(real_spectrum, None), "models": {}}
     for name, model in models.items():
         if (model.config.data.dataset, model.config.model.resolution) != (d.dataset, m.resolution):
             raise UserError(f"{name} was trained on another data set or resolution than {next(iter(models))}; "
                             "compare runs of one data set")
-        prior = None
-        if args.prior == "fitted":
-            train_set = build_dataset(d, m.image_channels, m.resolution, split="train")
-            prior = fit_aggregate_posterior(model, train_set, args.prior_fit_n)
+        prior = None if train_set is None else fit_aggregate_posterior(model, train_set, args.prior_fit_n)
         generator = torch.Generator().manual_seed(args.seed)
         samples = torch.cat([model.sample(min(250, args.n - i), generator=generator, prior=prior)
                              for i in range(0, args.n, 250)])
