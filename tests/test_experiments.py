@@ -12,6 +12,7 @@ import dcvae.cli.main as cli_main
 from dcvae.cli import ablate as ablate_cli
 from dcvae.errors import UserError
 from dcvae.experiments.ablation import EVALUATION_FILE
+from dcvae.experiments.negatives import paired_difference
 from dcvae.experiments.runs import train_or_reuse
 from dcvae.metrics import weights as W
 
@@ -155,8 +156,9 @@ def test_sweep_negatives_writes_json_and_plot(tmp_path, capsys):
 @requires_mnist
 def test_sweep_negatives_trials_reuse_trial_zero_and_report_the_interval(tmp_path, capsys):
     out = tmp_path / "fig7"
-    args = ["--out", str(out), "--queue-sizes", "16", "--n", "8", "--no-progress", *TINY_NETS]
+    args = ["--out", str(out), "--queue-sizes", "16,64", "--n", "8", "--no-progress", *TINY_NETS]
     assert run_cli(capsys, "sweep-negatives", *args)[0] == 0
+    assert json.loads((out / "negatives.json").read_text())["paired"] == []           # one trial: nothing to pair
     stamp = (out / "queue16" / "summary.json").stat().st_mtime_ns
     code, stdout, err = run_cli(capsys, "sweep-negatives", *args, "--trials", "3", "--overwrite")
     assert code == 0, err
@@ -164,7 +166,8 @@ def test_sweep_negatives_trials_reuse_trial_zero_and_report_the_interval(tmp_pat
     seeds = [json.loads((out / name / "config.json").read_text())["train"]["seed"]
              for name in ("queue16", "queue16-trial1", "queue16-trial2")]
     assert seeds == [0, 1, 2]
-    row = json.loads((out / "negatives.json").read_text())["rows"][0]
+    result = json.loads((out / "negatives.json").read_text())
+    row = result["rows"][0]
     values = row["trials"]
     assert len(values) == 3 and len(set(values)) == 3           # three seeds, three different models
     mean = sum(values) / 3
@@ -173,6 +176,34 @@ def test_sweep_negatives_trials_reuse_trial_zero_and_report_the_interval(tmp_pat
     assert row["ci95"] == pytest.approx(4.302653 * s / math.sqrt(3), rel=1e-5)    # t_{0.975, 2} = 4.302653
     assert row["runs"] == [str(out / n) for n in ("queue16", "queue16-trial1", "queue16-trial2")]
     assert "(95% CI, 3 trials)" in stdout
+    # Trial t of queue 16 against trial t of queue 64 (the same seed), with 2 degrees of freedom in closed form.
+    [pair] = result["paired"]
+    differences = [a - b for a, b in zip(values, result["rows"][1]["trials"])]
+    mean = sum(differences) / 3
+    s = math.sqrt(sum((d - mean) ** 2 for d in differences) / 2)
+    t = mean / (s / math.sqrt(3))
+    assert pair["queue_sizes"] == [16, 64] and pair["differences"] == pytest.approx(differences)
+    assert pair["mean"] == pytest.approx(mean) and pair["t"] == pytest.approx(t)
+    assert pair["p"] == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2), rel=1e-6)   # Student t, 2 d.o.f.
+    assert (f"queue 16 minus queue 64, paired by seed: {mean:.2f} ± {pair['ci95']:.2f} (95% CI, 3 pairs; "
+            f"paired t = {t:.2f}, p = {pair['p']:.2f})") in stdout
+
+
+def test_paired_difference_against_hand_computed_values():
+    # differences 1, 3, 3: mean 7/3, s = sqrt(4/3), standard error 2/3, t = 3.5; two-sided p on 2 degrees of
+    # freedom is 1 - t / sqrt(t^2 + 2) = 1 - 3.5 / sqrt(14.25).
+    pair = paired_difference([5.0, 7.0, 9.0], [4.0, 4.0, 6.0])
+    assert pair["differences"] == [1.0, 3.0, 3.0]
+    assert pair["mean"] == pytest.approx(7 / 3)
+    assert pair["ci95"] == pytest.approx(4.302653 * 2 / 3, rel=1e-6)
+    assert pair["t"] == pytest.approx(3.5)
+    assert pair["p"] == pytest.approx(1 - 3.5 / math.sqrt(14.25), rel=1e-9)
+    same = paired_difference([5.0, 6.0], [3.0, 4.0])                  # every difference 2: no spread, no t
+    assert same["mean"] == 2.0 and same["ci95"] == 0.0 and same["t"] is None and same["p"] is None
+    one = paired_difference([5.0], [3.0])
+    assert one["mean"] == 2.0 and one["ci95"] is None and one["t"] is None
+    with pytest.raises(ValueError, match="as many trials on each side"):
+        paired_difference([1.0, 2.0], [1.0])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -101,5 +101,9 @@ def run_sweep_negatives(args: argparse.Namespace) -> int:
     for row in result["rows"]:
         spread = f" ± {row['ci95']:.2f} (95% CI, {len(row['trials'])} trials)" if row["ci95"] is not None else ""
         print(f"queue {row['queue_size']}: pixel error {row['pixel']:.2f}{spread}")
+    for pair in result["paired"]:
+        test = f"; paired t = {pair['t']:.2f}, p = {pair['p']:.2f}" if pair["t"] is not None else ""
+        print(f"queue {pair['queue_sizes'][0]} minus queue {pair['queue_sizes'][1]}, paired by seed: "
+              f"{pair['mean']:.2f} ± {pair['ci95']:.2f} (95% CI, {len(pair['differences'])} pairs{test})")
     print(f"wrote {out / 'negatives.json'} and {out / 'negatives.png'}")
     return 0

@@ -3,11 +3,14 @@
 `sweep_negatives` trains (or reuses, or resumes) one DC-VAE per queue size and trial in <out>/queue<K>/ (trial 0)
 and <out>/queue<K>-trial<t>/, measures each one's pixel error with `metrics.evaluate.evaluate(metrics=["pixel"])` (so
 the number is Table 1's "pixel", by the same code), and writes <out>/negatives.json and <out>/negatives.png: the mean
-over trials per queue size, with a 95% confidence interval once there are two trials or more.
+over trials per queue size, with a 95% confidence interval once there are two trials or more. Trial t of every queue
+size shares its seed, so with two trials or more each smaller queue is also compared with the largest one paired by
+seed, which removes the seed's share of the spread from the comparison the figure is about.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +53,31 @@ def queue_configs(base: Config, queue_sizes: Sequence[int], trials: int = 1) -> 
     return {k: [apply_overrides(clone(base), {"objective.variant": "dcvae", "objective.queue_size": k,
                                               "train.seed": seed + t}).validate() for t in range(trials)]
             for k in sizes}
+
+
+def paired_difference(smaller: Sequence[float], larger: Sequence[float], level: float = 0.95) -> dict:
+    """Paired comparison of two queue sizes' errors, trial by trial (trial t of both shares its seed).
+
+    -> {"differences": smaller[t] - larger[t] for each t (positive: the larger queue has the lower error), "mean",
+    "ci95": half-width of the Student-t interval of the mean difference, "t": mean / (s / sqrt(n)), "p": its
+    two-sided p-value on n - 1 degrees of freedom}; ci95, t and p are None below two pairs, t and p also when every
+    difference is the same (s = 0).
+    """
+    from scipy import stats
+
+    if len(smaller) != len(larger):
+        raise ValueError(f"paired comparison needs as many trials on each side, got {len(smaller)} and {len(larger)}")
+    differences = [a - b for a, b in zip(smaller, larger)]
+    ci = confidence_interval(differences, level)
+    result = {"differences": differences, "mean": ci.mean, "ci95": None, "t": None, "p": None}
+    if ci.n < 2:
+        return result
+    result["ci95"] = ci.half_width
+    s = math.sqrt(sum((d - ci.mean) ** 2 for d in differences) / (ci.n - 1))
+    if s > 0:
+        t = ci.mean / (s / math.sqrt(ci.n))
+        result["t"], result["p"] = t, float(2 * stats.t.sf(abs(t), ci.n - 1))
+    return result
 
 
 def plot_negatives(trials: dict[int, list[float]], path: str | Path, title: str = "") -> Path:
@@ -95,8 +123,9 @@ def sweep_negatives(base: Config, out: str | Path, queue_sizes: Sequence[int] = 
     measure the pixel reconstruction error of each on n test images (None: the whole test split; z sampled from
     q(z|x) with seed `seed`, EMA decoder, as Table 1's "pixel"), write out/negatives.json and out/negatives.png.
     Returns {"table": {"K": mean pixel error over trials}, "rows": [{"queue_size", "pixel", "trials", "ci95",
-    "runs"}], "protocol", "evaluations" and "training" (by run folder name), ...}. Existing results are refused
-    before anything is trained unless `overwrite`."""
+    "runs"}], "paired": [{"queue_sizes": [K, largest K], ...`paired_difference`} for each smaller K, with two trials
+    or more; else empty], "protocol", "evaluations" and "training" (by run folder name), ...}. Existing results are
+    refused before anything is trained unless `overwrite`."""
     from ..data import build_dataset
     from ..metrics.evaluate import evaluate
 
@@ -125,6 +154,7 @@ def sweep_negatives(base: Config, out: str | Path, queue_sizes: Sequence[int] = 
         if progress:
             print(f"sweep-negatives: {run_dir.name}: pixel error {pixels[k][-1]:.3f}", flush=True)
     intervals = {k: confidence_interval(v) for k, v in pixels.items()}
+    largest = max(pixels)
     first = next(iter(evaluations.values()))["protocol"]
     protocol = {"metric": "pixel", "definition": first["pixel"], "reconstruction": first["reconstruction"],
                 "decoder": first["decoder"], "n": n, "seed": seed, "trials": trials,
@@ -132,12 +162,16 @@ def sweep_negatives(base: Config, out: str | Path, queue_sizes: Sequence[int] = 
                         "setting shared",
                 "interval": "95% Student-t confidence interval over trials (independently trained models); "
                             "null with one trial",
+                "paired": "error of queue K minus error of the largest queue, trial by trial (same train.seed); "
+                          "mean, 95% Student-t interval, paired t and two-sided p; only with two trials or more",
                 "evaluate": "dcvae.metrics.evaluate.evaluate(metrics=['pixel']); each run's protocol is in "
                             "evaluations"}
     result = {"table": {str(k): ci.mean for k, ci in intervals.items()},
               "rows": [{"queue_size": k, "pixel": ci.mean, "trials": pixels[k],
                         "ci95": ci.half_width if ci.n > 1 else None,
                         "runs": [str(runs[k, t]) for t in range(trials)]} for k, ci in intervals.items()],
+              "paired": [{"queue_sizes": [k, largest], **paired_difference(pixels[k], pixels[largest])}
+                         for k in pixels if k != largest] if trials > 1 else [],
               "protocol": protocol, "evaluations": evaluations,
               "training": {run_dir.name: read_summary(run_dir) for run_dir in runs.values()},
               "date": time.strftime("%Y-%m-%d"),
