@@ -154,6 +154,7 @@ class Interval:
     mean: float
     half_width: float
     n: int
+    standard_error: float = float("nan")      # s / sqrt(n); nan below two values or when rebuilt from a table
 
     def percent(self) -> str:
         if self.n < 2:
@@ -162,15 +163,16 @@ class Interval:
 
 
 def confidence_interval(values: list[float], level: float = 0.95) -> Interval:
-    """Mean and the half-width of the Student-t confidence interval (t_{(1+level)/2, n-1} * s / sqrt(n))."""
+    """Mean, standard error s / sqrt(n) and the half-width of the Student-t confidence interval
+    (t_{(1+level)/2, n-1} * s / sqrt(n))."""
     from scipy import stats
 
     n = len(values)
     mean = sum(values) / n
     if n < 2:
         return Interval(mean, float("nan"), n)
-    s = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return Interval(mean, float(stats.t.ppf((1 + level) / 2, n - 1)) * s / math.sqrt(n), n)
+    standard_error = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    return Interval(mean, float(stats.t.ppf((1 + level) / 2, n - 1)) * standard_error, n, standard_error)
 
 
 VARIANT_NAMES = {"vae": "VAE", "vaegan": "VAE/GAN", "vae-contrastive": "VAE-Contrastive", "dcvae": "DC-VAE"}
